@@ -1,0 +1,1 @@
+"""Subcommands of the `mmkd` CLI, one module each (see `mmkd/cli.py`)."""
