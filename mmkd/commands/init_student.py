@@ -1,0 +1,67 @@
+"""`mmkd init-student`: train the student's vocabulary on a corpus and initialise the student."""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+from mmkd.models.vocabulary import DEFAULT_VOCAB_SIZE
+
+EXAMPLES = """examples:
+  mmkd init-student --corpus runs/corpus --out runs/student
+  mmkd init-student --corpus runs/corpus --out runs/student-mbert --source bert-base-multilingual-cased
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "init-student", help="make a multilingual student from the corpus and an encoder",
+        description="Train a WordPiece vocabulary on the corpus train split (both sides), copy the "
+                    "source encoder's layers into a BERT masked LM with that vocabulary, initialise its "
+                    "word embeddings from the source's, add projection heads to the teacher's size.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", required=True, help="corpus directory (mmkd corpus output)")
+    parser.add_argument("--out", required=True, help="new student directory (must not exist or be empty)")
+    parser.add_argument("--source", default=None,
+                        help="BERT encoder (path or hub name) whose layers are copied; default: the teacher")
+    parser.add_argument("--teacher", default=None,
+                        help="teacher (path or hub name) setting d_T; default: packaged all-MiniLM-L6-v2")
+    parser.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE,
+                        help=f"WordPiece vocabulary size (default {DEFAULT_VOCAB_SIZE})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the freshly initialised weights")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    from mmkd.corpus.schema import load_corpus
+    from mmkd.models.init_student import corpus_training_texts, init_student
+
+    corpus = load_corpus(args.corpus)
+    report = init_student(corpus_training_texts(corpus), args.out, source=args.source, teacher=args.teacher,
+                          vocab_size=args.vocab_size, seed=args.seed)
+    counts = report.embeddings
+    print(f"vocabulary: {report.vocab_size} tokens, trained in {report.vocab_seconds:.1f} s")
+    print(f"word embeddings: {counts.copied} copied from the source, {counts.averaged} averaged from its "
+          f"sub-tokens, {counts.unknown} from its unknown token")
+    print(f"MLM transform: {'copied from the source' if report.transform_from_source else 'initialised fresh'}")
+    print(f"source: {report.source['name']} (weights sha256 {report.source['weights_sha256']})")
+    print(f"projection heads: {report.d_student} -> {report.d_teacher}")
+    tokenizer = AutoTokenizer.from_pretrained(args.out)
+    for side, rate in dev_unknown_rates(tokenizer, corpus["dev"]).items():
+        print(f"unknown-token rate on dev, {side}: {rate:.4%}")
+    print(f"student written to {args.out}")
+    return 0
+
+
+def dev_unknown_rates(tokenizer, dev) -> dict[str, float]:
+    """Unknown-token rate of the dev split per language (tgt side) and on its distinct English side."""
+    from mmkd.models.vocabulary import unknown_rate
+
+    texts: dict[str, list[str]] = defaultdict(list)
+    for lang, tgt in zip(dev["lang"], dev["tgt"]):
+        texts[lang].append(tgt)
+    rates = {lang: unknown_rate(tokenizer, texts[lang]) for lang in sorted(texts)}
+    rates["English (src)"] = unknown_rate(tokenizer, dict.fromkeys(dev["src"]))
+    return rates

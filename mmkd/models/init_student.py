@@ -1,0 +1,210 @@
+"""`mmkd init-student`: a multilingual student made from an English (or any BERT) encoder.
+
+1. Train a WordPiece vocabulary on the corpus text (`mmkd.models.vocabulary`).
+2. Build a BertForMaskedLM with that vocabulary and the source encoder's shape, and copy every
+   encoder weight of the source except the word embeddings (position and segment embeddings,
+   embedding LayerNorm, all transformer layers; the MLM head's transform too when the source has one,
+   else it is initialised fresh from the seed; the decoder is tied to the word embeddings, its bias 0).
+3. Word embeddings: a student token the source knows (same string, "##" included, and reachable:
+   the source's normaliser leaves it unchanged; an uncased source has "é" in its vocabulary but never
+   produces it, so that row is untrained) gets the source's row; special tokens take the source's
+   special of the same role ([CLS] <- cls_token ...). Every other token gets the mean of the source
+   rows of its string (without "##") as the source tokenizer splits it, the source's unknown token left
+   out; only when nothing is left does it get the source's unknown-token row.
+4. Projection heads P_w, P_s (d_S -> d_T of the teacher), seeded; saved with `MMKDStudent.save`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
+from transformers import PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
+
+from mmkd.errors import MMKDError
+from mmkd.models.heads import create_projection_heads
+from mmkd.models.model_files import model_dir, weights_sha256
+from mmkd.models.student import MMKDStudent
+from mmkd.models.teacher import teacher_files
+from mmkd.models.vocabulary import CONTINUATION_PREFIX, DEFAULT_VOCAB_SIZE, train_wordpiece
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict
+
+SPECIAL_ROLES = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"  # key in the encoder (BertModel) state dict
+TRANSFORM_PREFIX = "cls.predictions.transform."  # the MLM head's dense + LayerNorm in BertForMaskedLM
+
+
+@dataclass
+class EmbeddingCounts:
+    """How the student's word embeddings were initialised (numbers of tokens)."""
+
+    copied: int  # the source's row of the same token (specials included)
+    averaged: int  # mean of the source rows of the token's string, as the source splits it
+    unknown: int  # the source's unknown-token row: the source gives nothing for the string
+
+
+@dataclass
+class InitStudentReport:
+    vocab_size: int
+    vocab_seconds: float  # wall time of the vocabulary training
+    embeddings: EmbeddingCounts
+    transform_from_source: bool  # the MLM head's transform was copied (else initialised fresh)
+    d_student: int
+    d_teacher: int
+    source: dict[str, str]
+
+
+def corpus_training_texts(corpus: DatasetDict) -> list[str]:
+    """Each distinct src and tgt string of the train split (dev and test never), in first-seen order.
+
+    Distinct: one English message appears once per language it is translated into and would
+    otherwise outweigh every translation in the vocabulary's merges.
+    """
+    train = corpus["train"]
+    return list(dict.fromkeys(chain(train["src"], train["tgt"])))
+
+
+def source_knows(token: str, source_vocab: dict[str, int], source_tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True when `token` is in the source vocabulary and the source can produce it (its normaliser
+    leaves the token's text unchanged)."""
+    if token not in source_vocab:
+        return False
+    normalizer = source_tokenizer.backend_tokenizer.normalizer
+    text = token.removeprefix(CONTINUATION_PREFIX)
+    return normalizer is None or normalizer.normalize_str(text) == text
+
+
+def initial_word_embeddings(student_tokenizer: PreTrainedTokenizerBase, source_tokenizer: PreTrainedTokenizerBase,
+                            source_embeddings: Tensor) -> tuple[Tensor, EmbeddingCounts]:
+    """Student word embeddings (V_S, d) from the source's (V_T, d); see the module docstring, step 3."""
+    student_vocab = student_tokenizer.get_vocab()
+    source_vocab = source_tokenizer.get_vocab()
+    source_unknown = source_tokenizer.unk_token_id
+    rows: dict[int, int] = {}  # student id -> source id of the row copied
+    for role in SPECIAL_ROLES:
+        student_token, source_token = getattr(student_tokenizer, role), getattr(source_tokenizer, role)
+        if student_token is not None and source_token is not None:
+            rows[student_vocab[student_token]] = source_vocab[source_token]
+    to_average: dict[int, str] = {}  # student id -> text to split with the source tokenizer
+    for token, student_id in student_vocab.items():
+        if student_id in rows:
+            continue
+        if source_knows(token, source_vocab, source_tokenizer):
+            rows[student_id] = source_vocab[token]
+        else:
+            to_average[student_id] = token.removeprefix(CONTINUATION_PREFIX)
+    texts = list(to_average.values())
+    pieces = source_tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    bags = {student_id: [piece for piece in ids if piece != source_unknown]
+            for student_id, ids in zip(to_average, pieces)}
+    averaged = {student_id: bag for student_id, bag in bags.items() if bag}
+    fallback = [student_id for student_id, bag in bags.items() if not bag]
+    embeddings = source_embeddings.new_empty(len(student_vocab), source_embeddings.shape[1])
+    embeddings[long_tensor(rows)] = source_embeddings[long_tensor(rows.values())]
+    if averaged:
+        offsets = long_tensor([0] + [len(bag) for bag in averaged.values()][:-1]).cumsum(0)
+        flat = long_tensor([piece for bag in averaged.values() for piece in bag])
+        embeddings[long_tensor(averaged)] = torch.nn.functional.embedding_bag(
+            flat, source_embeddings, offsets, mode="mean")
+    embeddings[long_tensor(fallback)] = source_embeddings[source_unknown]
+    return embeddings, EmbeddingCounts(len(rows), len(averaged), len(fallback))
+
+
+def long_tensor(ids: Iterable[int]) -> Tensor:
+    return torch.tensor(list(ids), dtype=torch.long)
+
+
+@contextmanager
+def transformers_errors_only():
+    """Silence transformers' load report while loading a source whose MLM head may be absent (that is
+    expected and handled here, not a corrupted checkpoint)."""
+    previous = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(previous)
+
+
+def load_source(directory: Path) -> tuple[BertForMaskedLM, bool]:
+    """The source encoder as a BertForMaskedLM, and whether its checkpoint had the MLM transform."""
+    config = AutoConfig.from_pretrained(directory)
+    if config.model_type != "bert":
+        raise MMKDError(f"source {directory}: model_type {config.model_type!r} is not 'bert'; init-student "
+                        f"copies the layers of a BERT encoder (MiniLM, bert-base-multilingual-cased, ...)")
+    with transformers_errors_only():
+        source, loading = AutoModelForMaskedLM.from_pretrained(directory, output_loading_info=True)
+    has_transform = not any(key.startswith(TRANSFORM_PREFIX) for key in loading["missing_keys"])
+    return source, has_transform
+
+
+def student_mlm(tokenizer: PreTrainedTokenizerBase, source: BertForMaskedLM, source_has_transform: bool,
+                source_tokenizer: PreTrainedTokenizerBase, seed: int) -> tuple[BertForMaskedLM, EmbeddingCounts]:
+    """A BertForMaskedLM with `tokenizer`'s vocabulary and everything else from `source` (step 2, 3)."""
+    config = BertConfig.from_dict({**source.config.to_dict(), "vocab_size": len(tokenizer),
+                                   "pad_token_id": tokenizer.pad_token_id, "architectures": ["BertForMaskedLM"],
+                                   "tie_word_embeddings": True})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mlm = BertForMaskedLM(config)
+    encoder_state = {key: value for key, value in source.bert.state_dict().items() if key != WORD_EMBEDDINGS}
+    loaded = mlm.bert.load_state_dict(encoder_state, strict=False)
+    if loaded.unexpected_keys or loaded.missing_keys != [WORD_EMBEDDINGS]:
+        raise MMKDError(f"source {source.name_or_path}: encoder weights do not fit a BERT of its config "
+                        f"(missing {loaded.missing_keys}, unexpected {loaded.unexpected_keys})")
+    embeddings, counts = initial_word_embeddings(tokenizer, source_tokenizer,
+                                                 source.bert.embeddings.word_embeddings.weight.detach())
+    with torch.no_grad():
+        mlm.bert.embeddings.word_embeddings.weight.copy_(embeddings)
+        if source_has_transform:
+            mlm.cls.predictions.transform.load_state_dict(source.cls.predictions.transform.state_dict())
+    mlm.eval()
+    return mlm, counts
+
+
+def make_student(texts: Iterable[str], source: str | None = None, teacher: str | None = None,
+                 vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0) -> tuple[MMKDStudent, InitStudentReport]:
+    """A new student (in memory, eval mode) whose vocabulary is trained on `texts`. `source` = encoder
+    whose layers are copied (default: the teacher); `teacher` = teacher path or hub name (default: the
+    packaged all-MiniLM-L6-v2), which sets d_T."""
+    teacher_directory, teacher_sha256 = teacher_files(teacher)
+    d_teacher = AutoConfig.from_pretrained(teacher_directory).hidden_size
+    source_directory = teacher_directory if source is None else model_dir(source, "source")
+    source_model, source_has_transform = load_source(source_directory)
+    if source is None:
+        source_name, source_sha256 = str(teacher_directory if teacher is None else teacher), teacher_sha256
+    else:
+        source_name, source_sha256 = source, weights_sha256(source_directory)
+    source_tokenizer = AutoTokenizer.from_pretrained(source_directory)
+    start = time.perf_counter()
+    tokenizer = train_wordpiece(texts, vocab_size, model_max_length=source_model.config.max_position_embeddings)
+    vocab_seconds = time.perf_counter() - start
+    mlm, counts = student_mlm(tokenizer, source_model, source_has_transform, source_tokenizer, seed)
+    heads = create_projection_heads(mlm.config.hidden_size, d_teacher, seed)
+    student = MMKDStudent(mlm, heads, tokenizer, {"name": source_name, "weights_sha256": source_sha256})
+    report = InitStudentReport(vocab_size=len(tokenizer), vocab_seconds=vocab_seconds, embeddings=counts,
+                               transform_from_source=source_has_transform, d_student=student.d_student,
+                               d_teacher=d_teacher, source=student.source)
+    return student, report
+
+
+def init_student(texts: Iterable[str], out: str | Path, source: str | None = None, teacher: str | None = None,
+                 vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0) -> InitStudentReport:
+    """`make_student`, saved to `out` (a new or empty directory)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise MMKDError(f"{out}: exists and is not an empty directory; init-student writes a new student")
+    student, report = make_student(texts, source, teacher, vocab_size, seed)
+    student.save(out)
+    return report

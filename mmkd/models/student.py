@@ -1,0 +1,127 @@
+"""The multilingual student: a Hugging Face masked-LM encoder, its tokenizer and the projection heads.
+
+A student directory is a normal Hugging Face model directory (config.json, model.safetensors,
+tokenizer files), loadable with AutoModelForMaskedLM / AutoTokenizer, plus
+`projection_heads.safetensors` (P_w, P_s) and `mmkd_student.json` (d_student, d_teacher, source).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import Tensor, nn
+from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from mmkd.errors import MMKDError
+from mmkd.models.heads import HEADS_FILE, ProjectionHeads, create_projection_heads
+from mmkd.models.model_files import model_dir, weights_sha256
+
+STUDENT_FILE = "mmkd_student.json"
+
+
+class MMKDStudent(nn.Module):
+    """`mlm` (a transformers *ForMaskedLM), `heads` (P_w, P_s: d_S -> d_T) and `tokenizer` (fast).
+
+    `source` identifies the model the student was made from: {"name": ..., "weights_sha256": ...}.
+    """
+
+    def __init__(self, mlm: PreTrainedModel, heads: ProjectionHeads, tokenizer: PreTrainedTokenizerBase,
+                 source: dict[str, str]) -> None:
+        super().__init__()
+        if heads.d_student != mlm.config.hidden_size:
+            raise MMKDError(f"projection heads take d_S = {heads.d_student}, the model's hidden size is "
+                            f"{mlm.config.hidden_size}")
+        self.mlm = mlm
+        self.heads = heads
+        self.tokenizer = tokenizer
+        self.source = dict(source)
+
+    @property
+    def d_student(self) -> int:
+        return self.heads.d_student
+
+    @property
+    def d_teacher(self) -> int:
+        return self.heads.d_teacher
+
+    @property
+    def uses_token_type_ids(self) -> bool:
+        """Whether the model has segment embeddings to feed (a type vocabulary larger than 1)."""
+        return getattr(self.mlm.config, "type_vocab_size", 0) > 1
+
+    def model_inputs(self, input_ids: Tensor, attention_mask: Tensor,
+                     token_type_ids: Tensor | None) -> dict[str, Tensor]:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and self.uses_token_type_ids:
+            inputs["token_type_ids"] = token_type_ids
+        return inputs
+
+    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor,
+                      token_type_ids: Tensor | None = None) -> Tensor:
+        """Last-layer states (B, L, d_S) of the encoder alone (the MLM head is not run)."""
+        inputs = self.model_inputs(input_ids, attention_mask, token_type_ids)
+        return self.mlm.base_model(**inputs).last_hidden_state
+
+    def mlm_forward(self, input_ids: Tensor, attention_mask: Tensor,
+                    token_type_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One forward pass: MLM logits (B, L, V) and the last-layer states (B, L, d_S) they come from."""
+        inputs = self.model_inputs(input_ids, attention_mask, token_type_ids)
+        out = self.mlm(**inputs, output_hidden_states=True)
+        return out.logits, out.hidden_states[-1]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the student directory (see the module docstring); returns it."""
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.mlm.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        self.heads.save(directory)
+        description = {"d_student": self.d_student, "d_teacher": self.d_teacher, "source": self.source}
+        (directory / STUDENT_FILE).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+        return directory
+
+
+def read_student_file(directory: Path) -> dict | None:
+    """Contents of `mmkd_student.json`, None when the directory has none."""
+    path = directory / STUDENT_FILE
+    if not path.is_file():
+        return None
+    try:
+        description = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise MMKDError(f"{path}: cannot read JSON: {err}") from err
+    if not isinstance(description, dict) or not isinstance(description.get("source"), dict):
+        raise MMKDError(f"{path}: no 'source' object")
+    return description
+
+
+def load_student(path_or_name: str | Path, teacher_hidden_size: int | None = None) -> MMKDStudent:
+    """Load a student directory, or make a student of any masked-LM model (path or hub name).
+
+    Heads come from `projection_heads.safetensors` when the directory has it (and must then map to
+    `teacher_hidden_size` when that is given); otherwise they are created with a fixed seed, which
+    needs `teacher_hidden_size` (d_T).
+    """
+    directory = model_dir(path_or_name, "student")
+    try:
+        mlm = AutoModelForMaskedLM.from_pretrained(directory)
+    except ValueError as err:  # a config type without a masked-LM class
+        raise MMKDError(f"student {directory}: no masked-LM model for this config: {err}") from err
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    if not tokenizer.is_fast:
+        raise MMKDError(f"student {directory}: no fast tokenizer (tokenizer.json), needed for offsets")
+    if (directory / HEADS_FILE).is_file():
+        heads = ProjectionHeads.load(directory)
+        if teacher_hidden_size is not None and heads.d_teacher != teacher_hidden_size:
+            raise MMKDError(f"{directory / HEADS_FILE}: heads map to d_T = {heads.d_teacher}, the teacher "
+                            f"has {teacher_hidden_size}")
+    elif teacher_hidden_size is None:
+        raise MMKDError(f"student {directory}: no {HEADS_FILE}; the teacher's hidden size is needed to "
+                        f"create them")
+    else:
+        heads = create_projection_heads(mlm.config.hidden_size, teacher_hidden_size)
+    description = read_student_file(directory)
+    source = (description["source"] if description is not None
+              else {"name": str(path_or_name), "weights_sha256": weights_sha256(directory)})
+    return MMKDStudent(mlm, heads, tokenizer, source)

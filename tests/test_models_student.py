@@ -1,0 +1,112 @@
+"""MMKDStudent and load_student on small random masked-LM models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
+
+from mmkd.errors import MMKDError
+from mmkd.models.heads import HEADS_FILE, create_projection_heads
+from mmkd.models.model_files import weights_sha256
+from mmkd.models.student import STUDENT_FILE, MMKDStudent, load_student
+
+D_TEACHER = 24
+
+
+def tiny_mlm_dir(path, tokenizer, type_vocab_size: int = 2):
+    """A small random BERT masked LM with the teacher's tokenizer, saved as a plain HF directory."""
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, type_vocab_size=type_vocab_size)
+    torch.manual_seed(0)
+    BertForMaskedLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def plain_dir(tmp_path_factory, teacher_tokenizer):
+    return tiny_mlm_dir(tmp_path_factory.mktemp("plain"), teacher_tokenizer)
+
+
+def pair_batch(tokenizer):
+    return tokenizer(["Open the file.", "Save it"], ["Ouvrez le fichier.", "Sauvez"], padding=True,
+                     return_tensors="pt")
+
+
+def test_plain_model_gets_seeded_heads_and_its_identity(plain_dir):
+    first = load_student(str(plain_dir), teacher_hidden_size=D_TEACHER)
+    second = load_student(str(plain_dir), teacher_hidden_size=D_TEACHER)
+    assert (first.d_student, first.d_teacher) == (16, D_TEACHER)
+    torch.testing.assert_close(first.heads.word.weight, second.heads.word.weight)
+    torch.testing.assert_close(first.heads.word.weight, create_projection_heads(16, D_TEACHER).word.weight)
+    assert first.source == {"name": str(plain_dir), "weights_sha256": weights_sha256(plain_dir)}
+
+
+def test_plain_model_without_teacher_size_is_refused(plain_dir):
+    with pytest.raises(MMKDError, match=HEADS_FILE):
+        load_student(str(plain_dir))
+
+
+def test_missing_student_path_names_it(tmp_path):
+    with pytest.raises(MMKDError, match=str(tmp_path / "absent")):
+        load_student(str(tmp_path / "absent"), teacher_hidden_size=D_TEACHER)
+
+
+def test_mlm_forward_is_one_pass_and_matches_hidden_states(plain_dir):
+    student = load_student(str(plain_dir), teacher_hidden_size=D_TEACHER)
+    batch = pair_batch(student.tokenizer)
+    calls = []
+    handle = student.mlm.base_model.register_forward_hook(lambda *args: calls.append(1))
+    logits, hidden = student.mlm_forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    handle.remove()
+    assert len(calls) == 1
+    batch_size, length = batch["input_ids"].shape
+    assert logits.shape == (batch_size, length, len(student.tokenizer))
+    assert hidden.shape == (batch_size, length, 16)
+    alone = student.hidden_states(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    torch.testing.assert_close(hidden, alone)
+    torch.testing.assert_close(logits, student.mlm.cls(hidden))
+    (logits.sum() + student.heads.word(hidden).sum()).backward()
+    assert student.mlm.bert.encoder.layer[0].attention.self.query.weight.grad is not None
+    assert student.heads.word.weight.grad is not None
+
+
+def test_segment_ids_reach_a_model_that_has_them(plain_dir):
+    student = load_student(str(plain_dir), teacher_hidden_size=D_TEACHER)
+    batch = pair_batch(student.tokenizer)
+    with_segments = student.hidden_states(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    without = student.hidden_states(batch["input_ids"], batch["attention_mask"])
+    assert not torch.allclose(with_segments, without)
+
+
+def test_segment_ids_are_dropped_for_a_model_without_them(tmp_path, teacher_tokenizer):
+    directory = tiny_mlm_dir(tmp_path / "one-type", teacher_tokenizer, type_vocab_size=1)
+    student = load_student(str(directory), teacher_hidden_size=D_TEACHER)
+    assert not student.uses_token_type_ids
+    batch = pair_batch(student.tokenizer)
+    with_segments = student.hidden_states(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    torch.testing.assert_close(with_segments, student.hidden_states(batch["input_ids"], batch["attention_mask"]))
+
+
+def test_save_and_load_round_trip(plain_dir, tmp_path):
+    student = load_student(str(plain_dir), teacher_hidden_size=D_TEACHER)
+    out = student.save(tmp_path / "student")
+    description = json.loads((out / STUDENT_FILE).read_text())
+    assert description == {"d_student": 16, "d_teacher": D_TEACHER, "source": student.source}
+    reloaded = load_student(str(out), teacher_hidden_size=D_TEACHER)
+    assert reloaded.source == student.source
+    batch = pair_batch(student.tokenizer)
+    torch.testing.assert_close(reloaded.mlm_forward(**batch)[0], student.mlm_forward(**batch)[0])
+    torch.testing.assert_close(reloaded.heads.sentence.weight, student.heads.sentence.weight)
+    assert isinstance(AutoModelForMaskedLM.from_pretrained(out), BertForMaskedLM)
+    with pytest.raises(MMKDError, match="d_T = 24"):
+        load_student(str(out), teacher_hidden_size=32)
+
+
+def test_heads_must_fit_the_model(plain_dir, teacher_tokenizer):
+    mlm = AutoModelForMaskedLM.from_pretrained(plain_dir)
+    with pytest.raises(MMKDError, match="d_S = 8"):
+        MMKDStudent(mlm, create_projection_heads(8, D_TEACHER), teacher_tokenizer, {"name": "x"})
