@@ -1,0 +1,308 @@
+"""Readers of user corpora: TSV, JSONL, Moses file pairs, `datasets` (hub name or save_to_disk dir).
+
+Each input becomes one or more `Stream`s: a named sequence of items, one per input line or row
+(a TSV header excepted), each a `Record` (a pair as read, not yet checked) or a `BadLine` (where,
+kind, message). A parallel alignment file (one Pharaoh line per item) is zipped to a stream by
+`with_parallel_alignments`. A stream names a split when its file's name starts with train, dev,
+valid, validation or test (train.tsv, dev.de.jsonl, test.en) or its `datasets` split is so named.
+
+Layouts:
+- TSV: `src<TAB>tgt[<TAB>lang[<TAB>alignment]]`, no quoting; or a first line naming those
+  columns (e.g. `src<TAB>tgt<TAB>alignment`), which then fixes the column order.
+- JSONL: one object per line with the fields of `Columns` ({"src", "tgt", "lang", "alignment"}),
+  or {"translation": {"en": ..., "xx": ...}} with one target language.
+- Moses: PREFIX.en with one or more PREFIX.xx; the language is the file suffix.
+- datasets: rows as in JSONL; `Translation` features give the "translation" layout.
+Alignments are Pharaoh strings ("0-0 1-2") or lists of [i, j]; an empty string means no links,
+a missing field or null means unknown.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import datasets
+
+from mmkd.corpus.alignment import AlignmentFormatError, parse_pharaoh
+from mmkd.errors import MMKDError
+
+FORMATS = ("auto", "tsv", "jsonl", "moses", "datasets")
+SPLIT_NAMES = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev", "test": "test"}
+TSV_COLUMNS = ("src", "tgt", "lang", "alignment")
+NOT_UTF8 = "not valid UTF-8"
+SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "state.json")  # what save_to_disk writes at the top
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Field names of a JSONL record or `datasets` row; `translation` holds {lang: text} layouts."""
+
+    src: str = "src"
+    tgt: str = "tgt"
+    lang: str = "lang"
+    alignment: str = "alignment"
+    translation: str = "translation"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One pair as read: lang None = not given; alignment as given (None, Pharaoh str or links)."""
+
+    where: str
+    src: str
+    tgt: str
+    lang: str | None
+    alignment: object = None
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A line or row that is not a pair: `kind` is a short reason (columns, json, field,
+    alignment, encoding), `message` the full one."""
+
+    where: str
+    kind: str
+    message: str
+
+
+Item = Record | BadLine
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A named sequence of items (one per line or row) and the split its name gives, if any."""
+
+    name: str
+    split: str | None
+    items: Iterable[Item]
+
+
+def split_from_name(name: str) -> str | None:
+    """'train' / 'dev' / 'test' from the first dot-separated part of a file or split name."""
+    return SPLIT_NAMES.get(Path(name).name.split(".")[0].lower())
+
+
+def numbered_lines(path: str | Path) -> Iterator[tuple[int, str | None]]:
+    """(1-based line number, text without its line break) per line; None where not UTF-8."""
+    with open(path, "rb") as fp:
+        for number, raw in enumerate(fp, 1):
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            try:
+                yield number, raw.rstrip(b"\r\n").decode("utf-8")
+            except UnicodeDecodeError:
+                yield number, None
+
+
+def is_tsv_header(fields: Sequence[str]) -> bool:
+    """A first line naming distinct schema columns, src and tgt among them."""
+    return set(fields) <= set(TSV_COLUMNS) and {"src", "tgt"} <= set(fields) and len(set(fields)) == len(fields)
+
+
+def read_tsv(path: str | Path) -> Iterator[Item]:
+    """Items of a TSV file (see the module docstring for the layout)."""
+    header: list[str] | None = None
+    for number, line in numbered_lines(path):
+        where = f"{path}:{number}"
+        if line is None:
+            yield BadLine(where, "encoding", NOT_UTF8)
+            continue
+        fields = line.split("\t")
+        if number == 1 and is_tsv_header(fields):
+            header = fields
+            continue
+        if header is not None and len(fields) != len(header):
+            yield BadLine(where, "columns", f"expected {len(header)} tab-separated columns "
+                          f"({', '.join(header)}, as in the header), got {len(fields)}")
+            continue
+        if header is None and not 2 <= len(fields) <= len(TSV_COLUMNS):
+            yield BadLine(where, "columns", f"expected 2 to 4 tab-separated columns "
+                          f"(src, tgt[, lang[, alignment]]), got {len(fields)}")
+            continue
+        values = dict(zip(header or TSV_COLUMNS, fields))
+        yield Record(where, values["src"], values["tgt"], values.get("lang") or None, values.get("alignment"))
+
+
+def record_from_mapping(row: Mapping, columns: Columns, src_lang: str, where: str) -> Item:
+    """A Record from a JSON object or `datasets` row, or a BadLine saying what is missing."""
+    translation = row.get(columns.translation)
+    if columns.src not in row and isinstance(translation, Mapping):
+        targets = [lang for lang in translation if lang != src_lang]
+        if src_lang not in translation or len(targets) != 1:
+            return BadLine(where, "field", f"{columns.translation!r} must hold {src_lang!r} and one "
+                           f"target language, got keys {sorted(translation)}")
+        src, tgt, lang = translation[src_lang], translation[targets[0]], targets[0]
+    else:
+        missing = [name for name in (columns.src, columns.tgt) if name not in row]
+        if missing:
+            return BadLine(where, "field", f"missing field {missing[0]!r} (fields: {sorted(row)})")
+        src, tgt, lang = row[columns.src], row[columns.tgt], row.get(columns.lang)
+    if not isinstance(src, str) or not isinstance(tgt, str) or not isinstance(lang, (str, type(None))):
+        return BadLine(where, "field", f"src, tgt and lang must be strings, got {type(src).__name__}, "
+                       f"{type(tgt).__name__}, {type(lang).__name__}")
+    return Record(where, src, tgt, lang or None, row.get(columns.alignment))
+
+
+def read_jsonl(path: str | Path, columns: Columns, src_lang: str) -> Iterator[Item]:
+    """Items of a JSON-lines file, one object per line."""
+    for number, line in numbered_lines(path):
+        where = f"{path}:{number}"
+        if line is None:
+            yield BadLine(where, "encoding", NOT_UTF8)
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield BadLine(where, "json", f"not valid JSON ({err.msg} at column {err.colno})")
+            continue
+        if not isinstance(row, dict):
+            yield BadLine(where, "json", f"expected a JSON object, got {type(row).__name__}")
+            continue
+        yield record_from_mapping(row, columns, src_lang, where)
+
+
+def read_moses_pair(src_path: Path, tgt_path: Path, lang: str) -> Iterator[Item]:
+    """Items of a Moses file pair, line i of one with line i of the other; raises MMKDError (a
+    structural fault, never skipped) where one file ends before the other."""
+    for (n, src), (m, tgt) in itertools.zip_longest(
+        numbered_lines(src_path), numbered_lines(tgt_path), fillvalue=(None, None)
+    ):
+        if n is None or m is None:
+            longer, shorter, number = (tgt_path, src_path, m) if n is None else (src_path, tgt_path, n)
+            raise MMKDError(f"{longer}:{number}: no partner line: {shorter} has only {number - 1} lines "
+                            f"(a Moses file pair must have equal line counts)")
+        if src is None or tgt is None:
+            yield BadLine(f"{src_path if src is None else tgt_path}:{n}", "encoding", NOT_UTF8)
+            continue
+        yield Record(f"{tgt_path}:{n}", src, tgt, lang)
+
+
+def moses_streams(paths: Sequence[Path], src_lang: str) -> list[Stream]:
+    """One stream per (prefix, target language): PREFIX.<src_lang> with each other PREFIX.xx given."""
+    groups: dict[Path, dict[str, Path]] = {}
+    for path in paths:
+        lang = path.suffix[1:]
+        if not lang:
+            raise MMKDError(f"{path}: Moses files are named PREFIX.LANG (train.en, train.de)")
+        groups.setdefault(path.with_suffix(""), {})[lang] = path
+    streams = []
+    for prefix, files in groups.items():
+        if src_lang not in files or len(files) < 2:
+            raise MMKDError(f"{prefix}.*: a Moses corpus needs {prefix}.{src_lang} and at least one "
+                            f"translation file, got {[str(p) for p in files.values()]}")
+        for lang, path in files.items():
+            if lang != src_lang:
+                streams.append(Stream(f"{files[src_lang]} + {path}", split_from_name(prefix.name),
+                                      read_moses_pair(files[src_lang], path, lang)))
+    return streams
+
+
+def read_dataset(name: str, dataset: datasets.Dataset, columns: Columns, src_lang: str) -> Iterator[Item]:
+    """Items of a `datasets.Dataset`, where = '<name> row <i>'."""
+    index = 0
+    for batch in dataset.iter(batch_size=1000):
+        for values in zip(*batch.values()):
+            yield record_from_mapping(dict(zip(batch, values)), columns, src_lang, f"{name} row {index}")
+            index += 1
+
+
+def dataset_streams(spec: str, columns: Columns, src_lang: str, config: str | None) -> list[Stream]:
+    """Streams of a save_to_disk directory, or of anything `datasets.load_dataset` loads (a dataset
+    name, a folder of data files), one per split."""
+    if any((Path(spec) / marker).is_file() for marker in SAVE_TO_DISK_MARKERS):
+        loaded = datasets.load_from_disk(spec)
+    else:
+        try:
+            loaded = datasets.load_dataset(spec, config)
+        except Exception as err:  # the library raises many types (not found, offline, bad config)
+            raise MMKDError(f"{spec}: not a save_to_disk directory, and datasets cannot load it "
+                            f"({type(err).__name__}: {err})") from err
+    splits = {None: loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
+    streams = []
+    for split, dataset in splits.items():
+        name = spec if split is None else f"{spec}[{split}]"
+        names = set(dataset.column_names)
+        if not ({columns.src, columns.tgt} <= names or columns.translation in names):
+            raise MMKDError(f"{name}: needs columns {columns.src!r} and {columns.tgt!r}, or "
+                            f"{columns.translation!r}; has {sorted(names)} (see the column options)")
+        if split is not None and split not in SPLIT_NAMES:
+            raise MMKDError(f"{name}: split {split!r} is none of {sorted(SPLIT_NAMES)}")
+        streams.append(Stream(name, None if split is None else SPLIT_NAMES[split],
+                              read_dataset(name, dataset, columns, src_lang)))
+    return streams
+
+
+def detect_format(path: str) -> str:
+    """'tsv' / 'jsonl' by extension, 'datasets' for a directory or a name that is no file, else 'moses'."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".tsv":
+        return "tsv"
+    if suffix in (".jsonl", ".json"):
+        return "jsonl"
+    if Path(path).is_dir() or not Path(path).exists():
+        return "datasets"
+    return "moses"
+
+
+def open_streams(
+    inputs: Sequence[str],
+    fmt: str = "auto",
+    columns: Columns = Columns(),
+    src_lang: str = "en",
+    dataset_config: str | None = None,
+) -> list[Stream]:
+    """Streams of all inputs, in input order (Moses: prefixes in order, then their targets)."""
+    if not inputs:
+        raise MMKDError("no input given")
+    if fmt not in FORMATS:
+        raise MMKDError(f"format {fmt!r} is none of {FORMATS}")
+    formats = {detect_format(path) for path in inputs} if fmt == "auto" else {fmt}
+    if len(formats) > 1:
+        raise MMKDError(f"inputs mix formats {sorted(formats)}: import one format at a time or give --format")
+    fmt = formats.pop()
+    if fmt != "datasets":
+        for path in inputs:
+            if not Path(path).is_file():
+                raise MMKDError(f"{path}: no such file")
+    if fmt == "tsv":
+        return [Stream(path, split_from_name(path), read_tsv(path)) for path in inputs]
+    if fmt == "jsonl":
+        return [Stream(path, split_from_name(path), read_jsonl(path, columns, src_lang)) for path in inputs]
+    if fmt == "moses":
+        return moses_streams([Path(path) for path in inputs], src_lang)
+    return [stream for spec in inputs for stream in dataset_streams(spec, columns, src_lang, dataset_config)]
+
+
+def with_parallel_alignments(stream: Stream, path: str | Path) -> Stream:
+    """The stream with line i of the Pharaoh file `path` as the alignment of item i. A line count
+    that differs from the stream's item count raises MMKDError; a bad line becomes a BadLine."""
+
+    def items() -> Iterator[Item]:
+        lines = numbered_lines(path)
+        count = 0
+        for item in stream.items:
+            number, text = next(lines, (None, None))
+            if number is None:
+                raise MMKDError(f"{path}: has {count} lines, but {stream.name} has more pairs "
+                                f"(the next is {item.where}); alignment files have one line per pair")
+            count = number
+            where = f"{path}:{number}"
+            if isinstance(item, BadLine):
+                yield item
+            elif text is None:
+                yield BadLine(where, "encoding", NOT_UTF8)
+            elif item.alignment is not None:
+                yield BadLine(item.where, "alignment", f"has its own alignment, and {where} gives another")
+            else:
+                try:
+                    yield replace(item, alignment=parse_pharaoh(text))
+                except AlignmentFormatError as err:
+                    yield BadLine(where, "alignment", str(err))
+        if next(lines, None) is not None:
+            raise MMKDError(f"{path}:{count + 1}: more alignment lines than the {count} pairs of {stream.name}")
+
+    return Stream(stream.name, stream.split, items())
