@@ -1,0 +1,78 @@
+"""`mmkd pipeline`: the main job on the offline defaults, stage by stage.
+
+Each stage is the `mmkd` subcommand a user would run by hand; the pipeline prints it before running
+it and skips a stage whose output is already complete, so a stopped pipeline picks up where it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmkd.corpus.builtin import DEFAULT_LANGS
+
+EXAMPLES = """examples:
+  mmkd pipeline                          # built-in corpus, default languages, into runs/main
+  mmkd pipeline --out runs/big --langs de,fr,es,ru,zh_CN,ar,hi,eu,xh
+"""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step: the argv of an `mmkd` subcommand and how to tell its output is complete."""
+
+    name: str
+    argv: list[str]
+    done: Callable[[], bool]
+
+
+def stages(args: argparse.Namespace) -> list[Stage]:
+    out = Path(args.out)
+    corpus, student = out / "corpus", out / "student"
+    return [
+        Stage("corpus", ["corpus", "build", "--langs", args.langs, "--seed", str(args.seed),
+                         "--out", str(corpus)],
+              lambda: (corpus / "report.json").is_file()),
+        Stage("student", ["init-student", "--corpus", str(corpus), "--out", str(student),
+                          "--vocab-size", str(args.vocab_size), "--seed", str(args.seed)],
+              lambda: (student / "mmkd_student.json").is_file()),
+    ]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pipeline", help="the main job: corpus -> student -> ... on the offline defaults",
+        description="Run every stage of MMKD on the offline defaults (the machine's gettext catalogs, "
+                    "the packaged all-MiniLM-L6-v2 teacher), skipping stages already complete.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/main", help="run directory (default runs/main)")
+    parser.add_argument("--langs", default=",".join(DEFAULT_LANGS),
+                        help=f"languages of the built-in corpus (default {','.join(DEFAULT_LANGS)})")
+    parser.add_argument("--vocab-size", type=int, default=32000, help="student vocabulary size")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmkd.cli import main
+
+    for stage in stages(args):
+        command = "mmkd " + shlex.join(stage.argv)
+        if stage.done():
+            print(f"[pipeline] {stage.name}: already complete, skipped ({command})", flush=True)
+            continue
+        print(f"[pipeline] {stage.name}: $ {command}", flush=True)
+        start = time.perf_counter()
+        code = main(stage.argv)
+        if code:
+            print(f"[pipeline] {stage.name} failed (exit {code}); fix the cause and rerun: completed "
+                  "stages are kept", flush=True)
+            return code
+        print(f"[pipeline] {stage.name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    print(f"[pipeline] finished: outputs under {args.out}. Teacher cache, DeepSpeed training, export and "
+          "evaluation join this pipeline as they are built.", flush=True)
+    return 0
