@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 FORMS = ("kl", "pearson")
 IMPLS = ("reference", "chunked", "triton", "auto")
@@ -80,3 +81,139 @@ def struca_reference(student: Tensor, teacher: Tensor, *, tau: float = 0.1, form
     per_row = row_losses_reference(u_hat @ u_hat.T / tau, v_hat @ v_hat.T / tau, columns, form)
     per_row = torch.where(rows, per_row, torch.zeros_like(per_row))
     return per_row.sum() / rows.sum().clamp_min(1)
+
+
+def struca_loss(student: Tensor, teacher: Tensor, *, tau: float = 0.1, form: str = "kl",
+                valid: Tensor | None = None, impl: str = "auto", block_size: int = 1024) -> Tensor:
+    """StrucA between student rows (N, d_S) and teacher rows (N, d_T); a 0-dim tensor.
+
+    `valid` (N,) bool marks the rows that exist (None: all). `block_size` is the number of rows per
+    block of the "chunked" implementation (any positive value; it need not divide N).
+    """
+    if form not in FORMS:
+        raise ValueError(f"struca_loss: form must be one of {FORMS}, got {form!r}")
+    if impl not in IMPLS:
+        raise ValueError(f"struca_loss: impl must be one of {IMPLS}, got {impl!r}")
+    if tau <= 0:
+        raise ValueError(f"struca_loss: tau must be > 0, got {tau}")
+    if block_size < 1:
+        raise ValueError(f"struca_loss: block_size must be >= 1, got {block_size}")
+    if impl == "auto":
+        impl = "triton" if student.is_cuda and _triton_importable() else "chunked"
+    if impl == "reference":
+        return struca_reference(student, teacher, tau=tau, form=form, valid=valid)
+    if impl == "triton":
+        from kernels.struca_triton import struca_triton
+
+        return struca_triton(student, teacher, tau=tau, form=form, valid=valid)
+    u_hat, v_hat, valid = prepare_rows(student, teacher, valid)
+    return ChunkedStrucA.apply(u_hat, v_hat, valid, tau, form, block_size)
+
+
+def _triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _logit_blocks(u_hat: Tensor, v_hat: Tensor, valid: Tensor, start: int, stop: int,
+                  tau: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Rows start:stop of A^S and A^T, (R, N) each, and their column mask (valid j, j != i)."""
+    a_s = torch.mm(u_hat[start:stop], u_hat.T).div_(tau)
+    a_t = torch.mm(v_hat[start:stop], v_hat.T).div_(tau)
+    cols = torch.arange(u_hat.shape[0], device=u_hat.device)
+    rows = torch.arange(start, stop, device=u_hat.device)
+    columns = valid[None, :] & (cols[None, :] != rows[:, None])
+    return a_s, a_t, columns
+
+
+def _block_forward(a_s: Tensor, a_t: Tensor, columns: Tensor, form: str) -> tuple[Tensor, Tensor]:
+    """Row losses (R,) of one block and the per-row statistics (R, k) its backward needs.
+
+    kl: (lse_s, lse_t), the log-sum-exps of the masked rows. pearson: (mean_s, mean_t, s_s, s_t, r)
+    with s = sqrt(variance + PEARSON_EPS) and r the row's correlation. a_s and a_t are overwritten.
+    """
+    if form == "kl":
+        outside = ~columns
+        lse_s = torch.logsumexp(a_s.masked_fill_(outside, MASKED_LOGIT), dim=1)
+        lse_t = torch.logsumexp(a_t.masked_fill_(outside, MASKED_LOGIT), dim=1)
+        log_p_t = a_t.sub_(lse_t[:, None])
+        log_ratio = log_p_t - a_s.sub_(lse_s[:, None])
+        terms = log_ratio.mul_(log_p_t.exp_()).masked_fill_(outside, 0.0)
+        return terms.sum(dim=1), torch.stack((lse_s, lse_t), dim=1)
+    weight = columns.to(a_s.dtype)
+    count = weight.sum(dim=1).clamp_min(1.0)
+    mean_s = (a_s * weight).sum(dim=1) / count
+    mean_t = (a_t * weight).sum(dim=1) / count
+    centred_s = a_s.sub_(mean_s[:, None]).mul_(weight)
+    centred_t = a_t.sub_(mean_t[:, None]).mul_(weight)
+    cov = (centred_s * centred_t).sum(dim=1) / count
+    s_s = torch.sqrt((centred_s * centred_s).sum(dim=1) / count + PEARSON_EPS)
+    s_t = torch.sqrt((centred_t * centred_t).sum(dim=1) / count + PEARSON_EPS)
+    r = cov / (s_s * s_t)
+    return 1.0 - r, torch.stack((mean_s, mean_t, s_s, s_t, r), dim=1)
+
+
+def _block_grad(a_s: Tensor, a_t: Tensor, columns: Tensor, stats: Tensor, form: str) -> Tensor:
+    """d(row loss)/dA^S for one block (R, N), zero outside `columns`. a_s and a_t are overwritten.
+
+    kl: p^S_ij - p^T_ij.  pearson, with centred rows c^S, c^T over the row's n_i columns:
+    -(c^T_ij / (s_s s_t) - r c^S_ij / s_s^2) / n_i.
+    """
+    outside = ~columns
+    if form == "kl":
+        p_s = a_s.masked_fill_(outside, MASKED_LOGIT).sub_(stats[:, 0:1]).exp_()
+        p_t = a_t.masked_fill_(outside, MASKED_LOGIT).sub_(stats[:, 1:2]).exp_()
+        return p_s.sub_(p_t).masked_fill_(outside, 0.0)
+    mean_s, mean_t, s_s, s_t, r = stats.unbind(dim=1)
+    count = columns.sum(dim=1).clamp_min(1).to(a_s.dtype)
+    centred_s = a_s.sub_(mean_s[:, None]).mul_((r / (s_s * s_s * count))[:, None])
+    centred_t = a_t.sub_(mean_t[:, None]).mul_((1.0 / (s_s * s_t * count))[:, None])
+    return centred_s.sub_(centred_t).masked_fill_(outside, 0.0)
+
+
+class ChunkedStrucA(torch.autograd.Function):
+    """StrucA on normalised rows in row blocks, O(N x block) memory, recomputing blocks in backward.
+
+    forward(u_hat (N, d_S), v_hat (N, d_T), valid (N,) bool, tau, form, block_size) -> 0-dim loss,
+    the same value as `struca_reference`; only per-row statistics (N, 2 or 5) are saved. backward
+    gives dL/du_hat = (G + G^T) u_hat / tau, G = dL/dA^S built one row block at a time: block rows
+    get G_blk u_hat, and through G^T every row j gets G_blk[:, j]^T u_hat[blk]. Normalisation is
+    differentiated by autograd outside (prepare_rows); v_hat gets no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, u_hat: Tensor, v_hat: Tensor, valid: Tensor, tau: float, form: str,
+                block_size: int) -> Tensor:
+        n = u_hat.shape[0]
+        rows = valid & (valid.sum() - valid.long() >= 2)
+        total = u_hat.new_zeros(())
+        stats = []
+        for start in range(0, n, block_size):
+            stop = min(start + block_size, n)
+            a_s, a_t, columns = _logit_blocks(u_hat, v_hat, valid, start, stop, tau)
+            per_row, block_stats = _block_forward(a_s, a_t, columns, form)
+            total += per_row.masked_fill_(~rows[start:stop], 0.0).sum()
+            stats.append(block_stats)
+        n_rows = rows.sum().clamp_min(1)
+        stats = torch.cat(stats) if stats else u_hat.new_zeros(0, 5)
+        ctx.save_for_backward(u_hat, v_hat, valid, rows, stats)
+        ctx.n_rows, ctx.tau, ctx.form, ctx.block_size = n_rows, tau, form, block_size
+        return total / n_rows
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: Tensor):
+        u_hat, v_hat, valid, rows, stats = ctx.saved_tensors
+        row_weight = rows.to(u_hat.dtype) * (grad_output / (ctx.n_rows * ctx.tau))
+        grad_u = torch.zeros_like(u_hat)
+        for start in range(0, u_hat.shape[0], ctx.block_size):
+            stop = min(start + ctx.block_size, u_hat.shape[0])
+            a_s, a_t, columns = _logit_blocks(u_hat, v_hat, valid, start, stop, ctx.tau)
+            g = _block_grad(a_s, a_t, columns, stats[start:stop], ctx.form)
+            g.mul_(row_weight[start:stop, None])
+            grad_u[start:stop] += g @ u_hat
+            grad_u += g.T @ u_hat[start:stop]
+        return grad_u, None, None, None, None, None

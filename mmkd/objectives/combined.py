@@ -1,0 +1,149 @@
+"""MMKDLoss: the weighted sum of the four levels' objectives (mmkd-method.md, section 6).
+
+L = w_tlm L_TLM + w_xwcl L_XWCL + w_sent L_SentA + w_struct_sent L_StrucA(sentence)
+    + w_struct_tok L_StrucA(token)
+A term whose weight is 0 is not computed, and a student forward pass that no remaining term needs
+is not run: TLM pass (tlm, xwcl), x alone (senta, struca_tok), y alone (senta, struca_sent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Mapping
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from mmkd.models.pooling import mean_pool
+from mmkd.objectives.gather import gather_rows
+from mmkd.objectives.sentence import senta_loss
+from mmkd.objectives.structure import FORMS, IMPLS, struca_loss
+from mmkd.objectives.tlm import IGNORE_INDEX, tlm_loss
+from mmkd.objectives.word import gather_candidates, xwcl_loss
+
+if TYPE_CHECKING:
+    from mmkd.models.student import MMKDStudent
+    from mmkd.models.teacher import TeacherOutputs
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weight of each term in the total; non-negative, not all zero."""
+
+    w_tlm: float = 1.0
+    w_xwcl: float = 1.0
+    w_sent: float = 1.0
+    w_struct_sent: float = 1.0
+    w_struct_tok: float = 1.0
+
+    def __post_init__(self) -> None:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        negative = [name for name, value in values.items() if value < 0]
+        if negative:
+            raise ValueError(f"LossWeights: weights must be >= 0, got {', '.join(negative)} < 0")
+        if not any(values.values()):
+            raise ValueError("LossWeights: every weight is 0, nothing to train")
+
+
+TERM_WEIGHTS = {"tlm": "w_tlm", "xwcl": "w_xwcl", "senta": "w_sent", "struca_sent": "w_struct_sent",
+                "struca_tok": "w_struct_tok"}  # term name -> its LossWeights field
+
+
+@dataclass
+class MMKDLossOutput:
+    """total: 0-dim weighted sum, carrying the graph; terms: detached value of each computed term.
+
+    `terms` holds only the terms that were computed (weight > 0), under the names of TERM_WEIGHTS.
+    """
+
+    total: Tensor
+    terms: dict[str, Tensor]
+
+
+class MMKDLoss(nn.Module):
+    """The MMKD objective on one batch (architecture.md "Batches") and its cached teacher outputs.
+
+    tau_w: XWCL temperature; tau, struct_form, struct_impl: StrucA's (both granularities).
+    gather_negatives: XWCL negatives from every data-parallel rank. gather_sentence_rows: sentence
+    StrucA over the global batch; gradients flow to the local rows only, scaled by the world size so
+    that the data-parallel average of the ranks' gradients is the global loss's gradient.
+    """
+
+    def __init__(self, weights: LossWeights | None = None, *, tau_w: float = 0.05, tau: float = 0.1,
+                 struct_form: str = "kl", struct_impl: str = "auto", gather_negatives: bool = False,
+                 gather_sentence_rows: bool = False) -> None:
+        super().__init__()
+        if struct_form not in FORMS:
+            raise ValueError(f"MMKDLoss: struct_form must be one of {FORMS}, got {struct_form!r}")
+        if struct_impl not in IMPLS:
+            raise ValueError(f"MMKDLoss: struct_impl must be one of {IMPLS}, got {struct_impl!r}")
+        self.weights = weights or LossWeights()
+        self.tau_w, self.tau = tau_w, tau
+        self.struct_form, self.struct_impl = struct_form, struct_impl
+        self.gather_negatives, self.gather_sentence_rows = gather_negatives, gather_sentence_rows
+
+    def forward(self, student: MMKDStudent, batch: Mapping[str, Tensor],
+                teacher: TeacherOutputs) -> MMKDLossOutput:
+        """The terms and their weighted total; `teacher` holds the teacher's outputs for the batch's x."""
+        w = self.weights
+        terms: dict[str, Tensor] = {}
+        if w.w_tlm or w.w_xwcl:
+            logits, hidden_tlm = student.mlm_forward(batch["tlm_input_ids"], batch["tlm_attention_mask"],
+                                                     batch["tlm_token_type_ids"])
+            if w.w_tlm:
+                terms["tlm"] = tlm_loss(logits, batch["tlm_labels"])
+            if w.w_xwcl:
+                terms["xwcl"] = self._xwcl(student, batch, teacher, hidden_tlm)
+        if w.w_sent or w.w_struct_tok:
+            hidden_x = student.hidden_states(batch["x_input_ids"], batch["x_attention_mask"])
+        if w.w_sent or w.w_struct_sent:
+            hidden_y = student.hidden_states(batch["y_input_ids"], batch["y_attention_mask"])
+            pooled_y = mean_pool(hidden_y, batch["y_attention_mask"])
+        if w.w_sent:
+            project = student.heads.sentence
+            pooled_x = mean_pool(hidden_x, batch["x_attention_mask"])
+            terms["senta"] = senta_loss(project(pooled_x), project(pooled_y), teacher.sentence_embedding)
+        if w.w_struct_sent:
+            terms["struca_sent"] = self._struca_sentence(pooled_y, teacher.sentence_embedding)
+        if w.w_struct_tok:
+            match = batch["match_x"]
+            terms["struca_tok"] = struca_loss(hidden_x[match[:, 0], match[:, 1]],
+                                              teacher.token_states[match[:, 0], match[:, 2]],
+                                              tau=self.tau, form=self.struct_form, impl=self.struct_impl)
+        total = sum(getattr(w, TERM_WEIGHTS[name]) * value for name, value in terms.items())
+        return MMKDLossOutput(total, {name: value.detach() for name, value in terms.items()})
+
+    def _xwcl(self, student: MMKDStudent, batch: Mapping[str, Tensor], teacher: TeacherOutputs,
+              hidden_tlm: Tensor) -> Tensor:
+        """Queries at the masked matched TLM positions (x side, then y side) against teacher tokens."""
+        match = torch.cat([batch["match_tlm_x"], batch["match_tlm_y"]])
+        match = match[batch["tlm_labels"][match[:, 0], match[:, 1]] != IGNORE_INDEX]
+        queries = student.heads.word(hidden_tlm[match[:, 0], match[:, 1]])
+        token_mask = batch["teacher_token_mask"]
+        if not bool(token_mask[match[:, 0], match[:, 2]].all()):
+            raise ValueError("MMKDLoss: a TLM match points at a teacher position outside teacher_token_mask")
+        candidate_index = token_mask.flatten().cumsum(0).view_as(token_mask) - 1
+        positives = candidate_index[match[:, 0], match[:, 2]]
+        candidates = teacher.token_states[token_mask]
+        if self.gather_negatives:
+            candidates, offset = gather_candidates(candidates)
+            positives = positives + offset
+        return xwcl_loss(queries, candidates, positives, self.tau_w)
+
+    def _struca_sentence(self, pooled_y: Tensor, teacher_embedding: Tensor) -> Tensor:
+        """StrucA over sentences, U = e^S(y) (no projection), V = e^T(x); global batch if gathering."""
+        if not self.gather_sentence_rows:
+            return struca_loss(pooled_y, teacher_embedding, tau=self.tau, form=self.struct_form,
+                               impl=self.struct_impl)
+        student_rows, _ = gather_rows(pooled_y)
+        teacher_rows, _ = gather_rows(teacher_embedding)
+        loss = struca_loss(student_rows, teacher_rows, tau=self.tau, form=self.struct_form,
+                           impl=self.struct_impl)
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        return _scale_gradient(loss, world)
+
+
+def _scale_gradient(value: Tensor, factor: float) -> Tensor:
+    """`value` unchanged, its gradient multiplied by `factor` (value * f - value * (f - 1), detached)."""
+    return value * factor - (value * (factor - 1)).detach()
