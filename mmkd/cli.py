@@ -13,7 +13,7 @@ import sys
 from mmkd import __version__
 from mmkd.errors import MMKDError
 
-SUBCOMMANDS = ["corpus", "init_student", "pipeline"]
+SUBCOMMANDS = ["corpus", "init_student", "cache_teacher", "pipeline"]
 
 
 def build_parser() -> argparse.ArgumentParser:

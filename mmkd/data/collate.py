@@ -17,6 +17,7 @@ from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from mmkd.data.masking import mask_tokens
 from mmkd.data.seeding import seeded_generator
+from mmkd.data.tokenization import encode_texts
 from mmkd.data.span_matching import match_aligned, match_spans, special_tokens, token_spans
 from mmkd.errors import MMKDError
 
@@ -67,10 +68,10 @@ class MMKDCollator:
         index = [int(example["index"]) for example in examples]
         alignments = [example["alignment"] for example in examples]
 
-        pair = self._encode(self.student_tokenizer, src, tgt)
-        x = self._encode(self.student_tokenizer, src)
-        y = self._encode(self.student_tokenizer, tgt)
-        teacher = self._encode(self.teacher_tokenizer, src)
+        pair = encode_texts(self.student_tokenizer, src, tgt, max_length=self.max_length)
+        x = encode_texts(self.student_tokenizer, src, max_length=self.max_length)
+        y = encode_texts(self.student_tokenizer, tgt, max_length=self.max_length)
+        teacher = encode_texts(self.teacher_tokenizer, src, max_length=self.max_length)
         student_special = self.student_tokenizer.all_special_ids
         teacher_special = self.teacher_tokenizer.all_special_ids
 
@@ -105,27 +106,6 @@ class MMKDCollator:
                 token_spans(pair, 1, student_special), teacher_spans, src, tgt, alignments, rows=index
             ),
         }
-
-    def _encode(self, tokenizer: PreTrainedTokenizerBase, texts: list[str],
-                pairs: list[str] | None = None) -> BatchEncoding:
-        """Right-padded long tensors with offsets and the special-tokens mask; pairs truncated longest-first.
-
-        Tensors are made here, not by the tokenizer (its return_tensors flattens nested lists in Python).
-        """
-        encoding = tokenizer(
-            texts,
-            pairs,
-            truncation="longest_first",
-            max_length=self.max_length,
-            padding="longest",
-            padding_side="right",
-            return_attention_mask=True,
-            return_token_type_ids=False,
-            return_offsets_mapping=True,
-            return_special_tokens_mask=True,
-        )
-        tensors = {key: torch.tensor(value, dtype=torch.long) for key, value in encoding.items()}
-        return BatchEncoding(tensors, encoding=encoding.encodings)
 
 
 def _segment_ids(pair: BatchEncoding) -> Tensor:

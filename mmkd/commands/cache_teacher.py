@@ -1,0 +1,58 @@
+"""`mmkd cache-teacher`: run the frozen teacher once over a corpus split and cache its outputs.
+
+examples:
+  mmkd cache-teacher --corpus corpus/ --split train --out cache/train
+  deepspeed --num_gpus 2 --module mmkd.teacher_cache --corpus corpus/ --split train --out cache/train
+      (one process per rank, each computing every 2nd shard; OMP_NUM_THREADS=1 on CPU hosts)
+Rerun the same command after an interruption: complete shards are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mmkd.corpus.schema import SPLITS, load_corpus
+from mmkd.models.teacher import load_teacher
+from mmkd.teacher_cache import BuildSummary, build_teacher_cache
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `cache-teacher` parser."""
+    parser = subparsers.add_parser(
+        "cache-teacher", help="cache the teacher's outputs for a corpus split", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--corpus", required=True, help="corpus directory (as written by `mmkd corpus`)")
+    parser.add_argument("--split", default="train", choices=SPLITS, help="split to cache (default: train)")
+    parser.add_argument("--teacher", default=None,
+                        help="teacher model directory or hub name (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--layer", type=int, default=-1,
+                        help="hidden-state layer of the token states (-1 = last, 0 = embeddings)")
+    parser.add_argument("--max-length", type=int, default=128,
+                        help="teacher tokens per sentence, specials included (default: 128)")
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per teacher forward pass")
+    parser.add_argument("--shard-size", type=int, default=4096, help="distinct sentences per shard")
+    parser.add_argument("--out", required=True, help="cache directory (created; an interrupted build resumes)")
+    # The deepspeed launcher passes --local_rank=N first; ranks are read from the environment instead.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build (or resume) the cache and print its summary on rank 0."""
+    corpus = load_corpus(args.corpus)
+    teacher = load_teacher(args.teacher, layer=args.layer)
+    summary = build_teacher_cache(
+        teacher, corpus[args.split], args.out, max_length=args.max_length, batch_size=args.batch_size,
+        shard_size=args.shard_size, split=args.split, corpus_path=str(args.corpus),
+    )
+    if summary.rank == 0:
+        print(format_summary(summary))
+    return 0
+
+
+def format_summary(summary: BuildSummary) -> str:
+    """One line: totals of the cache, time, and the shards this rank built or kept."""
+    return (f"teacher cache {summary.path}: {summary.examples} examples ({summary.sentences} distinct "
+            f"sentences), {summary.tokens} tokens, {summary.bytes / 2**20:.1f} MiB, {summary.seconds:.1f} s; "
+            f"built {len(summary.built)} shards, kept {len(summary.kept)}")

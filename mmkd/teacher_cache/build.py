@@ -1,0 +1,219 @@
+"""Build a teacher cache: the frozen teacher runs once over the English side of a corpus split.
+
+Run `build_teacher_cache` in one process, or in one process per data-parallel rank (deepspeed
+launcher or torchrun: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT in the environment). Rank r builds
+the shards k with k % world == r; the ranks meet at a gloo barrier; rank 0 writes index.npy and
+manifest.json; a second barrier lets every rank return with the cache complete. A shard whose json
+is present and records the same identity is kept, so a killed build resumes where it stopped.
+Layout and write protocol: `mmkd.teacher_cache.store`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from mmkd.errors import MMKDError
+from mmkd.data.tokenization import encode_texts
+from mmkd.teacher_cache.identity import CHECKED_FIELDS, cache_identity, identity_mismatch, split_sources
+from mmkd.teacher_cache.store import (INDEX, MANIFEST, SHARD_ARRAYS, array_intact, commit_array, create_array,
+                                      load_json, remove_shard, save_array, save_json, shard_array_path,
+                                      shard_record_path)
+
+BUILD_FIELDS = (*CHECKED_FIELDS, "shard_size")  # a resumed build must also keep the shard layout
+# Ranks reach the end barrier at different times (uneven shards): wait for hours, not the default 30 min.
+BARRIER_TIMEOUT = timedelta(hours=12)
+LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass
+class BuildSummary:
+    """What a build produced (totals over the whole cache) and what this rank did."""
+
+    path: Path
+    rank: int
+    examples: int
+    sentences: int
+    tokens: int
+    bytes: int
+    seconds: float
+    built: list[int]  # shards this rank computed
+    kept: list[int]  # shards this rank found complete
+
+
+def build_teacher_cache(teacher: Any, corpus_split: Any, out: str | Path, *, max_length: int = 128,
+                        batch_size: int = 64, shard_size: int = 4096, split: str | None = None,
+                        corpus_path: str | None = None, device: str | torch.device | None = None
+                        ) -> BuildSummary:
+    """Cache `teacher`'s outputs for every row of `corpus_split` (a datasets.Dataset with `src`) in `out`.
+
+    Each distinct `src` string is encoded once (rows sharing it share its entry). The teacher model
+    is moved to `device` (default: cuda:LOCAL_RANK when CUDA is available, else CPU).
+    """
+    start = time.perf_counter()
+    for name, value in (("max_length", max_length), ("batch_size", batch_size), ("shard_size", shard_size)):
+        if value < 1:
+            raise MMKDError(f"teacher cache: {name} must be >= 1, got {value}")
+    texts = split_sources(corpus_split, corpus_path or "teacher cache")
+    identity = {**cache_identity(teacher, texts, max_length, split=split, corpus_path=corpus_path),
+                "shard_size": shard_size}
+    sentences, index = unique_sentences(texts)
+    num_shards = math.ceil(len(sentences) / shard_size)
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    if (root / MANIFEST).exists():
+        check_same_inputs(root, root / MANIFEST, load_json(root / MANIFEST), identity)
+    rank, world, own_group = distributed_context()
+    try:
+        teacher.model.to(device if device is not None else default_device())
+        mine = range(rank, num_shards, world)
+        kept = [shard for shard in mine if shard_is_complete(root, shard, identity)]
+        todo = [shard for shard in mine if shard not in kept]
+        total = sum(min(shard_size, len(sentences) - shard * shard_size) for shard in todo)
+        with tqdm(total=total, desc=f"teacher cache (rank {rank})", unit="sent", position=rank) as progress:
+            for shard in todo:
+                remove_shard(root, shard)
+                build_shard(teacher, sentences, shard, shard_size, root, identity, max_length, batch_size,
+                            progress)
+        barrier(world)
+        if rank == 0:
+            write_manifest(root, identity, num_shards, index)
+        barrier(world)
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+    manifest = load_json(root / MANIFEST)
+    return BuildSummary(path=root, rank=rank, examples=len(texts), sentences=len(sentences),
+                        tokens=manifest["num_tokens"], bytes=manifest["bytes"],
+                        seconds=time.perf_counter() - start, built=todo, kept=kept)
+
+
+def unique_sentences(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Distinct texts in order of first occurrence, and int64 (len(texts),) row -> sentence id."""
+    ids: dict[str, int] = {}
+    index = np.fromiter((ids.setdefault(text, len(ids)) for text in texts), dtype=np.int64, count=len(texts))
+    return list(ids), index
+
+
+def check_same_inputs(root: Path, record: Path, stored: dict[str, Any], identity: dict[str, Any]) -> None:
+    """Refuse to build into a directory that holds a cache of other inputs (nothing is deleted)."""
+    differences = identity_mismatch(stored.get("identity", stored), identity, BUILD_FIELDS)
+    if differences:
+        raise MMKDError(f"{record}: {root} holds a teacher cache built from other inputs "
+                        f"({'; '.join(differences)}); pass another --out, or delete {root} to rebuild there")
+
+
+def shard_is_complete(root: Path, shard: int, identity: dict[str, Any]) -> bool:
+    """True when shard `shard` has its json (same identity) and its arrays with the recorded sizes."""
+    record_path = shard_record_path(root, shard)
+    if not record_path.exists():
+        return False
+    record = load_json(record_path)
+    check_same_inputs(root, record_path, record, identity)
+    arrays = record.get("arrays", {})
+    return all(name in arrays and array_intact(root, arrays[name]) for name in SHARD_ARRAYS)
+
+
+def build_shard(teacher: Any, sentences: Sequence[str], shard: int, shard_size: int, root: Path,
+                identity: dict[str, Any], max_length: int, batch_size: int, progress: tqdm) -> None:
+    """Encode sentences [shard * shard_size, (shard + 1) * shard_size) and write shard `shard`.
+
+    Batches are formed from the shard's sentences sorted by token count (little padding); each is
+    cut to its longest sentence, which is exactly `encode_texts` of that batch.
+    """
+    first = shard * shard_size
+    texts = sentences[first:first + shard_size]
+    encoding = encode_texts(teacher.tokenizer, texts, max_length=max_length)
+    mask = encoding["attention_mask"]
+    lengths = mask.sum(dim=1)
+    bounds = np.zeros(len(texts) + 1, dtype=np.int64)
+    bounds[1:] = np.cumsum(lengths.numpy())
+    offsets = encoding["offset_mapping"][mask.bool()].numpy().astype(np.int32)
+    tokens = create_array(shard_array_path(root, shard, "tokens"), (int(bounds[-1]), teacher.hidden_size),
+                          identity["dtype"])
+    sentence = np.empty((len(texts), teacher.hidden_size), dtype=identity["dtype"])
+    device = next(teacher.model.parameters()).device
+    for batch in torch.argsort(lengths, descending=True, stable=True).split(batch_size):
+        width = int(lengths[batch].max())
+        input_ids, attention_mask = encoding["input_ids"][batch, :width], mask[batch, :width]
+        outputs = teacher.encode(input_ids.to(device), attention_mask.to(device))
+        states = outputs.token_states.float().cpu().numpy().astype(identity["dtype"])
+        for row, j in enumerate(batch.tolist()):
+            tokens[bounds[j]:bounds[j + 1]] = states[row, :lengths[j]]
+        sentence[batch.numpy()] = outputs.sentence_embedding.float().cpu().numpy()
+        progress.update(len(batch))
+    if not (np.isfinite(tokens).all() and np.isfinite(sentence).all()):
+        raise MMKDError(f"teacher cache shard {shard} (sentences {first}..{first + len(texts) - 1}): the "
+                        f"teacher's outputs overflow {identity['dtype']}")
+    arrays = {
+        "tokens": commit_array(tokens, shard_array_path(root, shard, "tokens")),
+        "offsets": save_array(shard_array_path(root, shard, "offsets"), offsets),
+        "bounds": save_array(shard_array_path(root, shard, "bounds"), bounds),
+        "sentence": save_array(shard_array_path(root, shard, "sentence"), sentence),
+    }
+    save_json(shard_record_path(root, shard), {"shard": shard, "start": first, "stop": first + len(texts),
+                                                "tokens": int(bounds[-1]), "identity": identity,
+                                                "arrays": arrays})
+
+
+def write_manifest(root: Path, identity: dict[str, Any], num_shards: int, index: np.ndarray) -> None:
+    """Rank 0, after every shard is complete: write index.npy, then manifest.json."""
+    shards = []
+    for shard in range(num_shards):
+        record_path = shard_record_path(root, shard)
+        if not record_path.exists():
+            raise MMKDError(f"{record_path}: missing after every rank finished; rerun the build to resume")
+        record = load_json(record_path)
+        check_same_inputs(root, record_path, record, identity)
+        shards.append({"record": record_path.name, "start": record["start"], "stop": record["stop"],
+                       "tokens": record["tokens"],
+                       "bytes": sum(entry["bytes"] for entry in record["arrays"].values())})
+    index_entry = save_array(root / INDEX, index)
+    save_json(root / MANIFEST, {
+        **identity,
+        "num_sentences": shards[-1]["stop"] if shards else 0,
+        "num_tokens": sum(entry["tokens"] for entry in shards),
+        "bytes": index_entry["bytes"] + sum(entry["bytes"] for entry in shards),
+        "index": index_entry,
+        "shards": shards,
+    })
+
+
+def distributed_context() -> tuple[int, int, bool]:
+    """(rank, world size, whether this call created the process group) from torch.distributed or
+    the launcher's environment; a gloo group is created when WORLD_SIZE > 1 and none exists."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, False
+    missing = [name for name in LAUNCHER_ENV if name not in os.environ]
+    if missing:
+        raise MMKDError(f"WORLD_SIZE={world} but {', '.join(missing)} unset: run under the deepspeed "
+                        "launcher or torchrun")
+    dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
+    return dist.get_rank(), world, True
+
+
+def barrier(world: int) -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if world > 1:
+        dist.barrier()
+
+
+def default_device() -> torch.device:
+    """cuda:LOCAL_RANK when CUDA is available, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")

@@ -1,0 +1,89 @@
+"""What a teacher cache was built from: the teacher's tokenisation and the fields that must match.
+
+A cache is valid for one (teacher weights, tokenizer, layer, pooling, normalize, max_length, corpus
+split) combination; `cache_identity` computes those fields and `identity_mismatch` says which differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from mmkd.corpus.schema import column
+from mmkd.errors import MMKDError
+
+FORMAT_VERSION = 1
+TOKEN_DTYPE = "float16"  # token states and sentence embeddings; char offsets are int32
+# Fields a cache must share with the current teacher/corpus; the others (teacher name, split name,
+# corpus path, shard size) are recorded for information and layout only.
+CHECKED_FIELDS = ("format", "weights_sha256", "tokenizer_sha256", "layer", "pooling", "normalize",
+                  "max_length", "dtype", "hidden_size", "num_examples", "corpus_sha256")
+
+
+def tokenizer_sha256(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Identity of a fast tokenizer: sha256 of its full serialisation (vocabulary, normaliser,
+    pre-tokenizer, post-processor with its special tokens, added tokens) and truncation side,
+    without the truncation/padding state that tokenising leaves behind."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise MMKDError(f"teacher tokenizer {type(tokenizer).__name__} is not a fast tokenizer "
+                        "(the cache needs its character offsets)")
+    state = json.loads(backend.to_str())
+    state.pop("truncation", None)
+    state.pop("padding", None)
+    state["truncation_side"] = tokenizer.truncation_side
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def src_fingerprint(texts: Iterable[str]) -> str:
+    """sha256 (hex) over the English sentences in order (each length-prefixed, UTF-8)."""
+    digest = hashlib.sha256()
+    for text in texts:
+        data = text.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def split_sources(corpus_split: Any, where: str) -> list[str]:
+    """The `src` column of a corpus split (a datasets.Dataset) as a list; MMKDError naming `where`."""
+    if "src" not in getattr(corpus_split, "column_names", ()):
+        raise MMKDError(f"{where}: corpus split has no 'src' column (columns: "
+                        f"{getattr(corpus_split, 'column_names', None)})")
+    texts = column(corpus_split, "src")
+    for row, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise MMKDError(f"{where}: row {row}: 'src' is {type(text).__name__}, expected a string")
+    return texts
+
+
+def cache_identity(teacher: Any, texts: Sequence[str], max_length: int, *, split: str | None = None,
+                   corpus_path: str | None = None) -> dict[str, Any]:
+    """The manifest fields that identify a cache of `teacher` over the sentences `texts`."""
+    return {
+        "format": FORMAT_VERSION,
+        "teacher_name": str(teacher.name),
+        "weights_sha256": teacher.weights_sha256,
+        "tokenizer_sha256": tokenizer_sha256(teacher.tokenizer),
+        "layer": int(teacher.layer) % (teacher.model.config.num_hidden_layers + 1),  # -1 -> last index
+        "pooling": teacher.pooling,
+        "normalize": bool(teacher.normalize),
+        "max_length": int(max_length),
+        "dtype": TOKEN_DTYPE,
+        "hidden_size": int(teacher.hidden_size),
+        "num_examples": len(texts),
+        "corpus_sha256": src_fingerprint(texts),
+        "split": split,
+        "corpus_path": corpus_path,
+    }
+
+
+def identity_mismatch(stored: Mapping[str, Any], current: Mapping[str, Any],
+                      fields: Sequence[str] = CHECKED_FIELDS) -> list[str]:
+    """One "field: cache X, now Y" line per field of `fields` that differs."""
+    return [f"{field}: cache {stored.get(field)!r}, now {current[field]!r}"
+            for field in fields if stored.get(field) != current[field]]

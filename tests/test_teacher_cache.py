@@ -1,0 +1,246 @@
+"""Teacher cache: lookups equal the live teacher, resume, corruption, staleness, 2 ranks, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from datasets import Dataset
+from transformers import BertConfig, BertModel
+
+from mmkd import cli
+from mmkd.corpus.schema import load_corpus, make_corpus, save_corpus
+from mmkd.data.collate import MMKDCollator
+from mmkd.errors import MMKDError
+from mmkd.models.teacher import load_teacher
+from mmkd.data.tokenization import encode_texts
+from mmkd.teacher_cache import TeacherCache, build_teacher_cache
+
+MAX_LENGTH = 16
+SHARD_SIZE = 3
+SRC = [
+    "Open the file.",
+    "Save changes to the document before closing?",
+    "The quick brown fox jumps over the lazy dog, again and again, until the dog wakes up and chases it.",
+    "Café au lait: naïve résumé, 42 items.",
+    "Could not connect to server.",
+    "Print",
+    "Delete all selected messages permanently?",
+    "Network unreachable",
+]
+# 12 rows, 8 distinct sentences (the first four in two languages): shards of 3, 3 and 2 sentences.
+TRAIN = [{"src": s, "tgt": f"{lang}: {s}", "lang": lang, "alignment": None}
+         for s in SRC for lang in (("de", "fr") if s in SRC[:4] else ("de",))]
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return load_teacher()
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("corpus")
+    rows = {"train": TRAIN, **{split: [{"src": f"{split} only.", "tgt": "x", "lang": "de", "alignment": None}]
+                                   for split in ("dev", "test")}}
+    save_corpus(make_corpus(rows), {}, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def train(corpus_dir) -> Dataset:
+    return load_corpus(corpus_dir)["train"]
+
+
+@pytest.fixture(scope="module")
+def built(teacher, train, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cache") / "train"
+    build_teacher_cache(teacher, train, out, max_length=MAX_LENGTH, batch_size=2, shard_size=SHARD_SIZE,
+                        split="train")
+    return out
+
+
+@pytest.fixture
+def cache_copy(built, tmp_path) -> Path:
+    """A private copy of the built cache, for tests that damage it."""
+    return Path(shutil.copytree(built, tmp_path / "cache"))
+
+
+def open_cache(path, teacher, train, max_length=MAX_LENGTH) -> TeacherCache:
+    return TeacherCache.open(path, teacher=teacher, corpus_split=train, max_length=max_length)
+
+
+def test_lookup_equals_live_teacher_on_collator_inputs(built, teacher, train):
+    cache = open_cache(built, teacher, train)
+    collator = MMKDCollator(student_tokenizer=teacher.tokenizer, teacher_tokenizer=teacher.tokenizer,
+                            max_length=MAX_LENGTH)
+    rows = [11, 4, 8, 0, 1]  # shards 2, 0, 1; row 4 is the truncated sentence; rows 0 and 1 share theirs
+    batch = collator([{**train[row], "index": row} for row in rows])
+    live = teacher.encode(batch["teacher_input_ids"], batch["teacher_attention_mask"])
+    cached = cache.lookup(batch["index"], batch["teacher_input_ids"].shape[1])
+
+    mask = batch["teacher_attention_mask"].bool()
+    assert torch.equal(cached.attention_mask, batch["teacher_attention_mask"])
+    assert cached.token_states.dtype == torch.float32 and cached.token_states.shape == live.token_states.shape
+    torch.testing.assert_close(cached.token_states[mask], live.token_states[mask], atol=2e-3, rtol=1e-3)
+    assert not cached.token_states[~mask].any()
+    torch.testing.assert_close(cached.sentence_embedding, live.sentence_embedding, atol=1e-3, rtol=1e-3)
+    assert int(mask[1].sum()) == MAX_LENGTH  # row 2 is truncated
+    for row in rows:
+        encoding = encode_texts(teacher.tokenizer, [train[row]["src"]], max_length=MAX_LENGTH)
+        assert np.array_equal(cache.offsets(row), encoding["offset_mapping"][0].numpy())
+
+
+def test_manifest_and_shards(built, train):
+    manifest = json.loads((built / "manifest.json").read_text())
+    assert (manifest["num_examples"], manifest["num_sentences"], manifest["shard_size"]) == (12, 8, SHARD_SIZE)
+    assert [(s["start"], s["stop"]) for s in manifest["shards"]] == [(0, 3), (3, 6), (6, 8)]
+    assert manifest["layer"] == 6 and manifest["pooling"] == "mean" and manifest["normalize"] is True
+    assert (manifest["max_length"], manifest["dtype"], manifest["hidden_size"]) == (MAX_LENGTH, "float16", 384)
+    tokens = np.load(built / "shard-00000.tokens.npy", mmap_mode="r")
+    assert isinstance(tokens, np.memmap) and tokens.dtype == np.float16
+    assert np.load(built / "shard-00000.offsets.npy").dtype == np.int32
+    index = np.load(built / "index.npy")
+    assert [SRC[i] for i in index] == train["src"]
+    assert not list(built.glob("*.tmp"))
+
+
+def test_lookup_pads_to_longest_and_refuses_short_length(built, teacher, train):
+    cache = open_cache(built, teacher, train)
+    out = cache.lookup(torch.tensor([5, 9]))  # the truncated sentence, and "Print": [CLS] print [SEP]
+    assert out.token_states.shape == (2, MAX_LENGTH, 384)
+    assert out.attention_mask.sum(dim=1).tolist() == [MAX_LENGTH, 3]
+    with pytest.raises(MMKDError, match="shorter than a cached example"):
+        cache.lookup(torch.tensor([2]), 4)
+    with pytest.raises(IndexError, match="out of range"):
+        cache.lookup(torch.tensor([12]))
+
+
+def test_resume_rebuilds_only_the_missing_shard(cache_copy, built, teacher, train):
+    # A build killed while writing shard 1: no json, a half-written array under its temporary name.
+    (cache_copy / "shard-00001.json").unlink()
+    (cache_copy / "shard-00001.tokens.npy.999.tmp").write_bytes(b"half an array")
+    kept = {p.name: p.stat().st_mtime_ns for p in cache_copy.glob("shard-0000[02].*")}
+
+    summary = build_teacher_cache(teacher, train, cache_copy, max_length=MAX_LENGTH, batch_size=2,
+                                  shard_size=SHARD_SIZE)
+
+    assert (summary.built, summary.kept) == ([1], [0, 2])
+    assert {p.name: p.stat().st_mtime_ns for p in cache_copy.glob("shard-0000[02].*")} == kept
+    assert not list(cache_copy.glob("*.tmp"))
+    original = json.loads((built / "shard-00001.json").read_text())
+    assert json.loads((cache_copy / "shard-00001.json").read_text())["tokens"] == original["tokens"]
+    cached = open_cache(cache_copy, teacher, train).lookup(torch.arange(12))
+    expected = open_cache(built, teacher, train).lookup(torch.arange(12))
+    torch.testing.assert_close(cached.token_states, expected.token_states, atol=2e-3, rtol=0)
+
+
+def test_half_built_cache_never_loads(cache_copy, teacher, train):
+    (cache_copy / "manifest.json").unlink()
+    with pytest.raises(MMKDError, match="manifest.json: no teacher cache here"):
+        open_cache(cache_copy, teacher, train)
+
+
+@pytest.mark.parametrize("damage, file", [
+    ("flip", "shard-00001.tokens.npy"), ("truncate", "shard-00002.sentence.npy"),
+    ("delete", "shard-00000.offsets.npy"), ("delete", "shard-00001.json"),
+])
+def test_damaged_shard_is_refused_by_name(cache_copy, teacher, train, damage, file):
+    path = cache_copy / file
+    data = path.read_bytes()
+    if damage == "flip":
+        path.write_bytes(data[:-40] + bytes(b ^ 0xFF for b in data[-40:]))
+    elif damage == "truncate":
+        path.write_bytes(data[:-10])
+    else:
+        path.unlink()
+    with pytest.raises(MMKDError, match=file.replace(".", r"\.")):
+        cache = open_cache(cache_copy, teacher, train)
+        cache.lookup(torch.tensor([0]))  # shard 0 is intact
+        cache.lookup(torch.tensor([6]))  # row 6 = sentence 3, in shard 1
+
+
+@pytest.fixture(scope="module")
+def other_teacher(teacher_dir, tmp_path_factory):
+    """A 2-layer BERT with random weights and the packaged teacher's tokenizer."""
+    out = tmp_path_factory.mktemp("other_teacher")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64)
+    BertModel(config).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(Path(teacher_dir) / name, out / name)
+    return load_teacher(str(out))
+
+
+@pytest.mark.parametrize("field", ["weights_sha256", "tokenizer_sha256", "layer", "max_length",
+                                   "corpus_sha256"])
+def test_stale_cache_is_refused_naming_the_field(built, teacher, other_teacher, train, field):
+    max_length = MAX_LENGTH + 1 if field == "max_length" else MAX_LENGTH
+    if field == "weights_sha256":
+        teacher = other_teacher
+    elif field == "tokenizer_sha256":
+        tokenizer = type(teacher.tokenizer).from_pretrained(teacher.tokenizer.name_or_path)
+        tokenizer.add_tokens(["mmkdzzz"])
+        teacher = dataclasses.replace(teacher, tokenizer=tokenizer)
+    elif field == "layer":
+        teacher = dataclasses.replace(teacher, layer=-2)
+    elif field == "corpus_sha256":
+        train = Dataset.from_dict({"src": [*train["src"][:-1], "Network unreachable!"]})
+    with pytest.raises(MMKDError, match=rf"stale teacher cache \({field}: cache .*rebuild"):
+        open_cache(built, teacher, train, max_length)
+
+
+def test_build_refuses_a_directory_holding_another_cache(cache_copy, teacher, train):
+    before = sorted(p.name for p in cache_copy.iterdir())
+    with pytest.raises(MMKDError, match="other inputs .*max_length: cache 16, now 20"):
+        build_teacher_cache(teacher, train, cache_copy, max_length=20, shard_size=SHARD_SIZE)
+    assert sorted(p.name for p in cache_copy.iterdir()) == before
+
+
+def build_on_rank(rank: int, port: int, teacher, train, out: Path) -> None:
+    """One rank as the launcher starts it: rank and rendezvous in the environment, no process group."""
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    summary = build_teacher_cache(teacher, train, out, max_length=MAX_LENGTH, batch_size=2,
+                                  shard_size=SHARD_SIZE, split="train")
+    (out / f"rank{rank}.built").write_text(json.dumps(summary.built))
+
+
+@pytest.mark.slow
+def test_two_ranks_build_the_same_cache_as_one(built, teacher, train, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "two_ranks"
+    # fork: the ranks inherit the loaded teacher instead of importing and loading it again (~10 s each)
+    mp.start_processes(build_on_rank, args=(port, teacher, train, out), nprocs=2, start_method="fork")
+
+    assert json.loads((out / "rank0.built").read_text()) == [0, 2]
+    assert json.loads((out / "rank1.built").read_text()) == [1]
+    assert (out / "manifest.json").read_text() == (built / "manifest.json").read_text()
+    for name in ("index.npy", *(f"shard-{k:05d}.{a}.npy" for k in range(3) for a in ("offsets", "bounds"))):
+        assert np.array_equal(np.load(out / name), np.load(built / name)), name
+    for name in (f"shard-{k:05d}.{a}.npy" for k in range(3) for a in ("tokens", "sentence")):
+        np.testing.assert_allclose(np.load(out / name), np.load(built / name), atol=2e-3, err_msg=name)
+
+
+def test_cli_builds_resumes_and_prints_a_summary(corpus_dir, tmp_path, capsys):
+    # as `deepspeed --module mmkd.teacher_cache ARGS` runs it: --local_rank=N before ARGS
+    args = ["cache-teacher", "--local_rank=0", "--split", "train", "--out", str(tmp_path / "c"),
+            "--max-length", str(MAX_LENGTH), "--batch-size", "4", "--shard-size", "4"]
+    assert cli.main([*args, "--corpus", str(corpus_dir)]) == 0
+    assert "12 examples (8 distinct sentences)" in capsys.readouterr().out
+    assert cli.main([*args, "--corpus", str(corpus_dir)]) == 0
+    assert "built 0 shards, kept 2" in capsys.readouterr().out
+    assert cli.main([*args, "--corpus", str(tmp_path / "nothing")]) == 2
+    assert "not a corpus directory" in capsys.readouterr().err
