@@ -1,7 +1,9 @@
 """The `mmkd` command: one parser, one module per subcommand in `mmkd/commands/`.
 
-Each subcommand module defines `register(subparsers) -> None`, which adds its parser and sets
-`func=run` (a callable taking the parsed namespace and returning an exit code).
+The table below owns each subcommand's name and one-line help; only the module of the subcommand
+being run is imported (the others pull in torch, transformers or datasets, seconds of start-up).
+Each module defines `configure(parser) -> None`, which adds its arguments and sets `func=run`
+(a callable taking the parsed namespace and returning an exit code).
 """
 
 from __future__ import annotations
@@ -9,27 +11,41 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
 
 from mmkd import __version__
 from mmkd.errors import MMKDError
 
-SUBCOMMANDS = ["corpus", "init_student", "cache_teacher", "pipeline"]
+COMMANDS = {  # name -> (module in mmkd.commands, one-line help)
+    "corpus": ("corpus", "build, import or inspect a parallel corpus"),
+    "init-student": ("init_student", "make a multilingual student from the corpus and an encoder"),
+    "cache-teacher": ("cache_teacher", "run the frozen teacher once over a corpus split, cache its outputs"),
+    "train": ("train", "distil the teacher into the student on DeepSpeed"),
+    "pipeline": ("pipeline", "the main job: corpus -> student -> teacher cache -> train -> export"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser, with the arguments of the subcommand named in `argv` (none: help lines only)."""
     parser = argparse.ArgumentParser(
         prog="mmkd",
         description="Distil an English teacher into a multilingual student (MMKD, Li et al. 2022).",
     )
     parser.add_argument("--version", action="version", version=f"mmkd {__version__}")
+    # the deepspeed launcher passes --local_rank=N before a --no_python program's arguments
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMANDS:
-        importlib.import_module(f"mmkd.commands.{name}").register(subparsers)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    for name, (module, help_line) in COMMANDS.items():
+        subparser = subparsers.add_parser(name, help=help_line, formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == chosen:
+            importlib.import_module(f"mmkd.commands.{module}").configure(subparser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except MMKDError as err:

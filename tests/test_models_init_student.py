@@ -422,14 +422,12 @@ def test_training_texts_are_the_distinct_train_strings():
 
 
 def test_command_writes_a_loadable_student(tmp_path, capsys):
-    from mmkd.commands.init_student import register
+    from mmkd.cli import build_parser
     from mmkd.corpus.schema import make_corpus, save_corpus
 
     corpus = make_corpus({"train": corpus_rows(0, 24), "dev": corpus_rows(24, 27), "test": corpus_rows(27, 30)})
     save_corpus(corpus, {}, tmp_path / "corpus")
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(["init-student", "--corpus", str(tmp_path / "corpus"), "--out",
+    args = build_parser(["init-student"]).parse_args(["init-student", "--corpus", str(tmp_path / "corpus"), "--out",
                               str(tmp_path / "student"), "--vocab-size", "700"])
     assert args.func(args) == 0
     printed = capsys.readouterr().out

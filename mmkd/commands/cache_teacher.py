@@ -16,12 +16,9 @@ from mmkd.models.teacher import load_teacher
 from mmkd.teacher_cache import BuildSummary, build_teacher_cache
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `cache-teacher` parser."""
-    parser = subparsers.add_parser(
-        "cache-teacher", help="cache the teacher's outputs for a corpus split", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Fill in the `cache-teacher` parser (see mmkd/cli.py)."""
+    parser.description = __doc__
     parser.add_argument("--corpus", required=True, help="corpus directory (as written by `mmkd corpus`)")
     parser.add_argument("--split", default="train", choices=SPLITS, help="split to cache (default: train)")
     parser.add_argument("--teacher", default=None,

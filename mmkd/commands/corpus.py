@@ -28,12 +28,11 @@ EXAMPLES = """examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "corpus", help="build, import or inspect a parallel corpus",
-        description="Parallel (English, translation) corpora in one schema: splits train/dev/test "
-                    "(disjoint by English message), columns src, tgt, lang, alignment.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Fill in the `corpus` parser (see mmkd/cli.py)."""
+    parser.description = ("Parallel (English, translation) corpora in one schema: splits train/dev/test "
+                          "(disjoint by English message), columns src, tgt, lang, alignment.")
+    parser.epilog = EXAMPLES
     actions = parser.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
     add_build_parser(actions)
     add_import_parser(actions)

@@ -13,13 +13,12 @@ EXAMPLES = """examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "init-student", help="make a multilingual student from the corpus and an encoder",
-        description="Train a WordPiece vocabulary on the corpus train split (both sides), copy the "
-                    "source encoder's layers into a BERT masked LM with that vocabulary, initialise its "
-                    "word embeddings from the source's, add projection heads to the teacher's size.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Fill in the `init-student` parser (see mmkd/cli.py)."""
+    parser.description = ("Train a WordPiece vocabulary on the corpus train split (both sides), copy the "
+                          "source encoder's layers into a BERT masked LM with that vocabulary, initialise its "
+                          "word embeddings from the source's, add projection heads to the teacher's size.")
+    parser.epilog = EXAMPLES
     parser.add_argument("--corpus", required=True, help="corpus directory (mmkd corpus output)")
     parser.add_argument("--out", required=True, help="new student directory (must not exist or be empty)")
     parser.add_argument("--source", default=None,

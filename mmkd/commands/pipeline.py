@@ -17,6 +17,7 @@ from mmkd.corpus.builtin import DEFAULT_LANGS
 
 EXAMPLES = """examples:
   mmkd pipeline                          # built-in corpus, default languages, into runs/main
+  mmkd pipeline --train-minutes 5        # a shorter training run
   mmkd pipeline --out runs/big --langs de,fr,es,ru,zh_CN,ar,hi,eu,xh
 """
 
@@ -32,7 +33,14 @@ class Stage:
 
 def stages(args: argparse.Namespace) -> list[Stage]:
     out = Path(args.out)
-    corpus, student = out / "corpus", out / "student"
+    corpus, student, train = out / "corpus", out / "student", out / "train"
+    caches = {split: out / f"teacher_cache_{split}" for split in ("train", "dev")}
+    train_argv = ["train", args.recipe, f"--corpus={corpus}", f"--student={student}",
+                  f"--teacher_cache={caches['train']}", f"--dev_teacher_cache={caches['dev']}",
+                  f"--output_dir={train}", f"--max_length={args.max_length}", f"--seed={args.seed}",
+                  f"--max_time_minutes={args.train_minutes}"]
+    if (train / "checkpoints").is_dir():
+        train_argv.append("--resume")  # a stopped pipeline continues its training run
     return [
         Stage("corpus", ["corpus", "build", "--langs", args.langs, "--seed", str(args.seed),
                          "--out", str(corpus)],
@@ -40,20 +48,29 @@ def stages(args: argparse.Namespace) -> list[Stage]:
         Stage("student", ["init-student", "--corpus", str(corpus), "--out", str(student),
                           "--vocab-size", str(args.vocab_size), "--seed", str(args.seed)],
               lambda: (student / "mmkd_student.json").is_file()),
+        *(Stage(f"teacher cache ({split})", ["cache-teacher", "--corpus", str(corpus), "--split", split,
+                                             "--max-length", str(args.max_length), "--out", str(path)],
+                lambda path=path: (path / "manifest.json").is_file())
+          for split, path in caches.items()),
+        Stage("train", train_argv, lambda: (train / "export" / "sentence_transformers").is_dir()),
     ]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "pipeline", help="the main job: corpus -> student -> ... on the offline defaults",
-        description="Run every stage of MMKD on the offline defaults (the machine's gettext catalogs, "
-                    "the packaged all-MiniLM-L6-v2 teacher), skipping stages already complete.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Fill in the `pipeline` parser (see mmkd/cli.py)."""
+    parser.description = ("Run every stage of MMKD on the offline defaults (the machine's gettext catalogs, "
+                          "the packaged all-MiniLM-L6-v2 teacher), skipping stages already complete.")
+    parser.epilog = EXAMPLES
     parser.add_argument("--out", default="runs/main", help="run directory (default runs/main)")
     parser.add_argument("--langs", default=",".join(DEFAULT_LANGS),
                         help=f"languages of the built-in corpus (default {','.join(DEFAULT_LANGS)})")
     parser.add_argument("--vocab-size", type=int, default=32000, help="student vocabulary size")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipe", default="recipes/cpu_main.yaml", help="training recipe (default: %(default)s)")
+    parser.add_argument("--max-length", type=int, default=64,
+                        help="tokens per encoding, for the teacher cache and training alike (default 64)")
+    parser.add_argument("--train-minutes", type=float, default=20.0,
+                        help="bound on the training loop's time (default 20)")
     parser.set_defaults(func=run)
 
 
@@ -73,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                   "stages are kept", flush=True)
             return code
         print(f"[pipeline] {stage.name}: done in {time.perf_counter() - start:.0f} s", flush=True)
-    print(f"[pipeline] finished: outputs under {args.out}. Teacher cache, DeepSpeed training, export and "
-          "evaluation join this pipeline as they are built.", flush=True)
+    print(f"[pipeline] finished. Student exported to {Path(args.out) / 'train' / 'export'} (Hugging Face and "
+          f"sentence-transformers directories). Watch or review training with:\n"
+          f"  .venv/bin/tensorboard --logdir {Path(args.out) / 'train' / 'tensorboard'}", flush=True)
     return 0

@@ -1,0 +1,190 @@
+"""The DeepSpeed engine: one module (student, projection heads, the parameter-free loss) wrapped once.
+
+The teacher is never part of it: it is built outside any zero.Init and only runs under no_grad.
+Everything DeepSpeed owns (batch sizes, lr, optimizer, scheduler, precision, ZeRO stage) comes from
+the DeepSpeed JSON; this module only fills in what belongs to the run (the TensorBoard directory,
+the scheduler's `total_num_steps: "auto"`) and picks the optimizer:
+- the JSON's "optimizer" block names a DeepSpeed/torch type ("AdamW" with "torch_adam": true is the
+  one that compiles nothing on a CPU): DeepSpeed builds it;
+- no "optimizer" block: a client torch.optim.AdamW (torch defaults), whose lr the scheduler block
+  must then set (WarmupDecayLR: warmup_max_lr);
+- "type": "apex_fused_lamb" / "apex_fused_adam": NVIDIA apex's FusedLAMB / FusedAdam, imported at
+  run time (apex is never a dependency); the block is removed before DeepSpeed sees the config.
+  Under ZeRO-1/2 the optimizer only sees flat partitions, so LAMB's per-layer trust ratios become
+  per-partition ones: DeepSpeed calls it untested and wants "zero_allow_untested_optimizer": true.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import deepspeed
+import deepspeed.comm as dist
+import torch
+from deepspeed.accelerator import get_accelerator
+from torch import nn
+
+from mmkd.errors import MMKDError
+from mmkd.models.student import MMKDStudent, load_student
+from mmkd.objectives.combined import MMKDLoss, MMKDLossOutput
+
+CPU_CONFIG = "ds_configs/cpu_bf16_zero2.json"
+APEX_OPTIMIZERS = {"apex_fused_lamb": "FusedLAMB", "apex_fused_adam": "FusedAdam"}
+APEX_HINT = (
+    "NVIDIA apex is not installed; mmkd never depends on it. Build it on a CUDA machine with "
+    "`git clone https://github.com/NVIDIA/apex && cd apex && pip install -v --no-build-isolation "
+    "--config-settings '--build-option=--cpp_ext' --config-settings '--build-option=--cuda_ext' ./` "
+    "(the PyPI package called 'apex' is an unrelated project: do not pip install apex), or pick a "
+    "DeepSpeed optimizer type (AdamW, Lamb) in the DeepSpeed JSON"
+)
+SINGLE_PROCESS_ENV = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+
+
+class DistillationModule(nn.Module):
+    """The module DeepSpeed wraps: `student` (MMKDStudent, heads included) and `loss` (MMKDLoss)."""
+
+    def __init__(self, student: MMKDStudent, loss: MMKDLoss) -> None:
+        super().__init__()
+        self.student = student
+        self.loss = loss
+
+    def forward(self, batch: dict[str, Any], teacher_outputs: Any) -> MMKDLossOutput:
+        """MMKDLossOutput of the student on `batch` against the teacher's outputs for its x."""
+        return self.loss(self.student, batch, teacher_outputs)
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join (or, run as a plain process, create) the process group; returns (rank, world size).
+
+    Without a launcher the environment gets RANK=0, LOCAL_RANK=0, WORLD_SIZE=1, MASTER_ADDR=127.0.0.1
+    and a free MASTER_PORT, so `python -m mmkd.train` works like one launched rank. On a CPU the shm
+    communication op (it serves only inference all-reduce) is switched off first: DeepSpeed's comm
+    backend would JIT-compile it here, for a minute or more on every fresh machine.
+    """
+    if get_accelerator().device_name() == "cpu":
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    if "WORLD_SIZE" not in os.environ:
+        for key, value in SINGLE_PROCESS_ENV.items():
+            os.environ.setdefault(key, value)
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+    deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name())
+    return dist.get_rank(), dist.get_world_size()
+
+
+def free_port() -> int:
+    """A TCP port no process listens on now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_ds_config(path: str | Path) -> dict[str, Any]:
+    """The DeepSpeed JSON at `path`, checked: fp16 on a machine without a GPU is refused here,
+    before anything is built."""
+    file = Path(path)
+    if not file.is_file():
+        raise MMKDError(f"{path}: DeepSpeed config not found (train config key ds_config)")
+    try:
+        config = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise MMKDError(f"{path}: not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise MMKDError(f"{path}: a DeepSpeed config is a JSON object")
+    if config.get("fp16", {}).get("enabled") and get_accelerator().device_name() == "cpu":
+        raise MMKDError(f"{path}: fp16 needs a GPU; use {CPU_CONFIG} (bf16)")
+    return config
+
+
+def batch_geometry(ds_config: dict[str, Any]) -> tuple[int, int]:
+    """(micro-batch per rank, gradient accumulation steps), resolved by DeepSpeed's own config class
+    for the current world size (call after init_distributed)."""
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    resolved = DeepSpeedConfig(ds_config)
+    return resolved.train_micro_batch_size_per_gpu, resolved.gradient_accumulation_steps
+
+
+def with_run_values(ds_config: dict[str, Any], *, tensorboard_dir: str | Path, total_steps: int) -> dict[str, Any]:
+    """A copy of `ds_config` with the run's values: scheduler `total_num_steps: "auto"` becomes
+    `total_steps`; a tensorboard block without `output_path` writes to `tensorboard_dir`."""
+    config = copy.deepcopy(ds_config)
+    scheduler_params = config.get("scheduler", {}).get("params", {})
+    if scheduler_params.get("total_num_steps") == "auto":
+        scheduler_params["total_num_steps"] = total_steps
+    tensorboard = config.get("tensorboard")
+    if tensorboard is not None and not tensorboard.get("output_path"):
+        tensorboard["output_path"] = str(tensorboard_dir)
+    return config
+
+
+def zero_stage(ds_config: dict[str, Any]) -> int:
+    return int(ds_config.get("zero_optimization", {}).get("stage", 0))
+
+
+def compute_dtype(ds_config: dict[str, Any]) -> torch.dtype:
+    """The dtype DeepSpeed runs the module in: bfloat16, float16 or float32."""
+    if ds_config.get("bf16", {}).get("enabled"):
+        return torch.bfloat16
+    if ds_config.get("fp16", {}).get("enabled"):
+        return torch.float16
+    return torch.float32
+
+
+def build_student(path: str, teacher_hidden_size: int, ds_config: dict[str, Any]) -> MMKDStudent:
+    """Load the student (MMKDStudent with its heads); under ZeRO-3 partition it at once.
+
+    Under ZeRO-3 the loaded student is handed to deepspeed.zero.Init(module=...), which splits each
+    parameter over the ranks (what deepspeed.initialize would otherwise do). Loading inside a
+    zero.Init context instead needs transformers' HfDeepSpeedConfig, which requires the accelerate
+    package, and ZeRO-3-aware head loading; until then each rank holds one full student briefly
+    (0.7 GB at the paper's 179M parameters in fp32).
+    """
+    student = load_student(path, teacher_hidden_size=teacher_hidden_size)
+    if zero_stage(ds_config) == 3:
+        deepspeed.zero.Init(module=student, config_dict_or_path=ds_config, dtype=compute_dtype(ds_config))
+    return student
+
+
+def build_optimizer(ds_config: dict[str, Any], parameters: list[nn.Parameter]
+                    ) -> tuple[torch.optim.Optimizer | None, dict[str, Any]]:
+    """(client optimizer or None, the config DeepSpeed gets): see the module docstring."""
+    block = ds_config.get("optimizer")
+    if block is None:
+        if "scheduler" not in ds_config:
+            raise MMKDError("the DeepSpeed JSON has neither an \"optimizer\" nor a \"scheduler\" block: nothing "
+                            "sets the learning rate")
+        return torch.optim.AdamW(parameters), ds_config
+    kind = str(block.get("type", "")).lower()
+    if kind not in APEX_OPTIMIZERS:
+        return None, ds_config
+    if kind == "apex_fused_lamb" and zero_stage(ds_config) > 0 and not ds_config.get("zero_allow_untested_optimizer"):
+        raise MMKDError(f"optimizer {kind} under ZeRO needs \"zero_allow_untested_optimizer\": true in the "
+                        "DeepSpeed JSON (its trust ratios are then per partition, not per layer)")
+    try:
+        module = importlib.import_module("apex.optimizers")
+        optimizer_class = getattr(module, APEX_OPTIMIZERS[kind])
+    except (ImportError, AttributeError) as err:
+        raise MMKDError(f"optimizer {kind}: {APEX_HINT} ({err})") from err
+    config = {key: value for key, value in ds_config.items() if key != "optimizer"}
+    return optimizer_class(parameters, **block.get("params", {})), config
+
+
+def build_engine(student: MMKDStudent, loss: MMKDLoss, ds_config: dict[str, Any]) -> Any:
+    """deepspeed.initialize on DistillationModule(student, loss); returns the engine."""
+    module = DistillationModule(student, loss)
+    parameters = [p for p in module.parameters() if p.requires_grad]
+    optimizer, config = build_optimizer(ds_config, parameters)
+    engine, *_ = deepspeed.initialize(model=module, model_parameters=parameters, optimizer=optimizer,
+                                      config=config)
+    return engine
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of parameters, counting ZeRO-3-partitioned ones at their full size."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters())

@@ -1,0 +1,115 @@
+"""What a run reports: scalars through DeepSpeed's monitor, and a progress bar, on rank 0.
+
+Scalars (TensorBoard tags; x axis = engine.global_samples):
+  train/loss, train/<term>            total and each computed MMKDLoss term (mean over ranks)
+  train/grad_norm                     global gradient norm before clipping
+  train/samples_per_s, train/tokens_per_s    over all ranks (tokens: non-padding, three student inputs)
+  train/tflops, train/mfu             achieved TFLOP/s per device, and that over the device's peak
+  dev/loss, dev/<term>, dev/lang/<lang>      dev evaluation (mmkd.train.evaluate)
+DeepSpeed's own monitor writes Train/Samples/lr at every step, and Train/Samples/loss_scale when
+fp16 is on; they are not written twice.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+# Dense bf16/fp16 tensor-core peaks per device, TFLOP/s (vendor data sheets, without sparsity).
+GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
+STUDENT_INPUTS = (("tlm_input_ids", "tlm_attention_mask"), ("x_input_ids", "x_attention_mask"),
+                  ("y_input_ids", "y_attention_mask"))
+
+
+def batch_tokens(batch: dict[str, Any]) -> tuple[int, int]:
+    """(non-padding tokens, padded positions) over the student's three inputs (TLM pair, x, y)."""
+    real = sum(int(batch[mask].sum()) for _, mask in STUDENT_INPUTS)
+    padded = sum(batch[ids].numel() for ids, _ in STUDENT_INPUTS)
+    return real, padded
+
+
+def student_flops(parameters: int, padded_positions: int) -> float:
+    """Estimated student FLOPs of one training micro-batch: 6 x parameters x positions.
+
+    6 N per token is the usual forward (2 N) plus backward (4 N) estimate for a dense network; the
+    positions are the padded ones of all three student passes (TLM pair, x alone, y alone), since
+    the hardware computes on padding too. It leaves out attention's L^2 term and counts a pass that
+    a zero loss weight skips; the teacher (cached or live) is not counted.
+    """
+    return 6.0 * parameters * padded_positions
+
+
+def peak_tflops(configured: float, dtype: torch.dtype, device: torch.device) -> float:
+    """Per-device peak TFLOP/s for MFU: `configured` when > 0; else the GPU's bf16/fp16 peak from
+    GPU_PEAK_TFLOPS by device name; on a CPU a matmul peak measured now. 0.0 when unknown."""
+    if configured > 0:
+        return configured
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return next((peak for key, peak in GPU_PEAK_TFLOPS.items() if key in name), 0.0)
+    if device.type == "cpu":
+        return measured_matmul_tflops(dtype)
+    return 0.0
+
+
+def measured_matmul_tflops(dtype: torch.dtype, size: int = 1024, repeats: int = 5) -> float:
+    """Best TFLOP/s of a (size x size) @ (size x size) matmul in `dtype` on the CPU, after a warm-up."""
+    a = torch.randn(size, size, generator=torch.Generator().manual_seed(0)).to(dtype)
+    b = a.t().contiguous()
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best / 1e12
+
+
+class Throughput:
+    """Rates since the previous `rates()` call: samples/s and tokens/s (all ranks), TFLOP/s and MFU
+    (per device). Feed it each micro-batch with `add`."""
+
+    def __init__(self, world_size: int, peak: float) -> None:
+        self.world_size, self.peak = world_size, peak
+        self.restart()
+
+    def restart(self) -> None:
+        """Drop the counts and start the clock now."""
+        self.start = time.perf_counter()
+        self.samples = self.tokens = 0
+        self.flops = 0.0
+
+    def add(self, samples: int, tokens: int, flops: float) -> None:
+        """One micro-batch of this rank: pairs, non-padding tokens, estimated FLOPs."""
+        self.samples += samples
+        self.tokens += tokens
+        self.flops += flops
+
+    def rates(self) -> dict[str, float]:
+        """Scalars since the last call (this rank's counts scaled by the world size), then reset."""
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        tflops = self.flops / seconds / 1e12
+        rates = {
+            "samples_per_s": self.samples * self.world_size / seconds,
+            "tokens_per_s": self.tokens * self.world_size / seconds,
+            "tflops": tflops,
+        }
+        if self.peak > 0:
+            rates["mfu"] = tflops / self.peak
+        self.restart()
+        return rates
+
+
+def write_scalars(engine: Any, prefix: str, scalars: dict[str, float]) -> None:
+    """Write `prefix/name` scalars at engine.global_samples through DeepSpeed's monitor (rank 0 only)."""
+    if engine.monitor.enabled and engine.global_rank == 0:
+        engine.monitor.write_events([(f"{prefix}/{name}", float(value), engine.global_samples)
+                                     for name, value in scalars.items()])
+
+
+def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
+    """The step progress bar; shown on rank 0 only (`enabled`)."""
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)

@@ -1,0 +1,281 @@
+"""Distil the English teacher into the multilingual student on DeepSpeed (mmkd-method.md).
+
+  one process:        python -m mmkd.train recipe.yaml --max_steps=100
+  two ranks on a CPU: OMP_NUM_THREADS=1 deepspeed --num_gpus 2 --module mmkd.train recipe.yaml
+  eight GPUs:         deepspeed --num_gpus 8 --module mmkd.train recipe.yaml \\
+                          --ds_config=ds_configs/gpu_bf16_zero2.json
+  continue a run:     the same command with --resume
+  also:               mmkd train recipe.yaml --key=value ...   (one process)
+
+The recipe is a TrainConfig (mmkd/train_config.py): JSON/YAML file, then --key=value overrides.
+Batch sizes, lr, optimizer, scheduler, precision and ZeRO stage come from its ds_config JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import random
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import deepspeed.comm as dist
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mmkd import checkpointing, monitoring
+from mmkd.corpus.schema import load_corpus
+from mmkd.data import LanguageSampler, MMKDCollator
+from mmkd.engine import (batch_geometry, build_engine, build_student, compute_dtype, init_distributed, load_ds_config,
+                         parameter_count, with_run_values)
+from mmkd.errors import MMKDError
+from mmkd.models.teacher import load_teacher
+from mmkd.objectives.combined import TERM_WEIGHTS, LossWeights, MMKDLoss
+from mmkd.teacher_cache import TeacherCache
+from mmkd.train_config import TrainConfig, load_train_config, save_train_config
+
+
+class IndexedSplit(Dataset):
+    """Rows of a corpus split as collator examples: the row plus its `index` (the teacher-cache key)."""
+
+    def __init__(self, split: Any) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**self.split[index], "index": index}
+
+
+def split_args(argv: list[str]) -> tuple[str | None, list[str]]:
+    """(recipe file or None, --key=value overrides); drops the launcher's --local_rank=N."""
+    args = [arg for arg in argv if not arg.startswith(("--local_rank", "--local-rank"))]
+    if args and not args[0].startswith("--"):
+        return args[0], args[1:]
+    return None, args
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+
+
+def teacher_outputs(batch: dict[str, Any], cache: Any, teacher: Any, device: torch.device) -> Any:
+    """TeacherOutputs on `device` for the x of a CPU batch: from the cache by batch["index"], or the
+    live teacher (on `device`)."""
+    if cache is None:
+        return teacher.encode(batch["teacher_input_ids"].to(device), batch["teacher_attention_mask"].to(device))
+    found = cache.lookup(batch["index"], batch["teacher_input_ids"].shape[1])
+    return dataclasses.replace(found, **{field.name: getattr(found, field.name).to(device)
+                                         for field in dataclasses.fields(found)})
+
+
+def micro_batches(dataset: IndexedSplit, sampler: Any, collator: Any, micro: int, world: int,
+                  loop: dict[str, int], num_workers: int) -> Iterator[dict[str, Any]]:
+    """Collated training micro-batches from loop["epoch"], loop["consumed"] on, epoch after epoch.
+
+    loop["consumed"] (global samples of the epoch, all ranks) and loop["epoch"] advance as batches
+    are handed out, so a checkpoint taken between steps records exactly where the data stands.
+    """
+    while True:
+        sampler.set_epoch(loop["epoch"], loop["consumed"])
+        collator.set_epoch(loop["epoch"])
+        loader = DataLoader(dataset, batch_size=micro, sampler=sampler, collate_fn=collator, drop_last=True,
+                            num_workers=num_workers, generator=torch.Generator())  # not the global RNG
+        for batch in loader:
+            loop["consumed"] += micro * world
+            yield batch
+        loop["epoch"] += 1
+        loop["consumed"] = 0
+
+
+def dev_plan(langs: list[str], micro: int, per_language: int, rank: int, world: int
+             ) -> list[tuple[str, list[int], float]]:
+    """This rank's dev batches: (language, rows, weight), one language per batch.
+
+    Each language's rows, in order, cut into micro-batches (the first `per_language`; 0 = all);
+    the list is dealt round-robin over the ranks and padded with weight-0 repeats so every rank runs
+    the same number of forward passes (ZeRO-3 and the gathering losses need that).
+    """
+    rows_by_lang: dict[str, list[int]] = defaultdict(list)
+    for row, lang in enumerate(langs):
+        rows_by_lang[lang].append(row)
+    batches = []
+    for lang in sorted(rows_by_lang):
+        rows = rows_by_lang[lang]
+        chunks = [rows[start:start + micro] for start in range(0, len(rows), micro)]
+        batches += [(lang, chunk, 1.0) for chunk in chunks[:per_language or None]]
+    if not batches:
+        return []
+    mine = batches[rank::world]
+    count = math.ceil(len(batches) / world)
+    return mine + [(batches[0][0], batches[0][1], 0.0)] * (count - len(mine))
+
+
+def evaluate(engine: Any, dev: IndexedSplit, plan: list[tuple[str, list[int], float]], collator: Any, cache: Any,
+             teacher: Any, terms: list[str], languages: list[str]) -> dict[str, float]:
+    """Dev loss, each term and each language's total, averaged over the dev batches of all ranks."""
+    # rows: languages; columns: weighted total, weighted terms..., weight
+    stats = torch.zeros(len(languages), len(terms) + 2, dtype=torch.float64, device=engine.device)
+    engine.eval()
+    with torch.no_grad():
+        for lang, rows, weight in plan:
+            batch = collator([dev[row] for row in rows])
+            out = engine(to_device(batch, engine.device), teacher_outputs(batch, cache, teacher, engine.device))
+            values = [out.total] + [out.terms[name] for name in terms]
+            stats[languages.index(lang), :-1] += weight * torch.stack([v.double() for v in values])
+            stats[languages.index(lang), -1] += weight
+    engine.train()
+    dist.all_reduce(stats)
+    overall = stats.sum(dim=0)
+    results = {"loss": float(overall[0] / overall[-1])}
+    results.update({name: float(overall[1 + i] / overall[-1]) for i, name in enumerate(terms)})
+    results.update({f"lang/{lang}": float(stats[i, 0] / stats[i, -1])
+                    for i, lang in enumerate(languages) if stats[i, -1] > 0})
+    return results
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run the recipe; returns {"rank", "steps", "stopped_by", "last": last logged scalars, "export"}."""
+    # ---- setup: everything is built before the first step; the teacher outside any zero.Init ----
+    ds_config = load_ds_config(cfg.ds_config)
+    rank, world = init_distributed()
+    seed_everything(cfg.seed + rank)
+    corpus = load_corpus(cfg.corpus)
+    teacher = load_teacher(cfg.teacher, layer=cfg.teacher_layer)
+    cache = None if cfg.live_teacher else TeacherCache.open(
+        cfg.teacher_cache, teacher=teacher, corpus_split=corpus["train"], max_length=cfg.max_length)
+    dev_cache = None if cfg.dev_teacher_cache is None else TeacherCache.open(
+        cfg.dev_teacher_cache, teacher=teacher, corpus_split=corpus["dev"], max_length=cfg.max_length)
+    micro, accumulation = batch_geometry(ds_config)
+    sampler = LanguageSampler(corpus["train"]["lang"], cfg.alpha, seed=cfg.seed, rank=rank, world_size=world)
+    steps_per_epoch = len(sampler) // (micro * accumulation)
+    if steps_per_epoch == 0:
+        raise MMKDError(f"{cfg.corpus}: {len(corpus['train'])} training pairs do not fill one step of "
+                        f"{micro} x {accumulation} x {world} pairs ({cfg.ds_config})")
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    ds_config = with_run_values(ds_config, tensorboard_dir=f"{cfg.output_dir}/tensorboard", total_steps=total_steps)
+
+    student = build_student(cfg.student, teacher.hidden_size, ds_config)
+    weights = LossWeights(**{TERM_WEIGHTS[name]: value for name, value in cfg.weights.items()})
+    loss = MMKDLoss(weights, tau_w=cfg.tau_w, tau=cfg.struct_tau, struct_form=cfg.struct_form,
+                    struct_impl=cfg.struct_impl, gather_negatives=cfg.gather_negatives,
+                    gather_sentence_rows=cfg.gather_sentence_rows)
+    engine = build_engine(student, loss, ds_config)
+    if cache is None or dev_cache is None:
+        teacher.model.to(engine.device)  # it runs in the loop or at evaluation
+    terms = [name for name in TERM_WEIGHTS if cfg.weights[name] > 0]
+    collator = MMKDCollator(student.tokenizer, teacher.tokenizer, cfg.max_length, cfg.mlm_probability, cfg.seed)
+    dev_collator = copy.copy(collator)  # its own epoch (0): dev batches are masked the same at every evaluation
+    dev_languages = sorted(set(corpus["dev"]["lang"]))
+    plan = dev_plan(corpus["dev"]["lang"], micro, cfg.eval_batches, rank, world)
+    n_params = parameter_count(engine.module.student)
+    peak = monitoring.peak_tflops(cfg.peak_tflops, compute_dtype(ds_config), engine.device)
+    if rank == 0:
+        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+        save_train_config(cfg, Path(cfg.output_dir) / "train_config.json")
+        print(f"mmkd train: {world} rank(s), micro-batch {micro} x accumulation {accumulation}, "
+              f"{total_steps} steps ({steps_per_epoch}/epoch), student {n_params / 1e6:.2f}M params, "
+              f"teacher {'live' if cache is None else 'cached'}, peak {peak:.2f} TFLOP/s per device", flush=True)
+
+    loop = {"step": 0, "epoch": 0, "consumed": 0}
+    if cfg.resume:
+        loop = checkpointing.load_checkpoint(engine, cfg)  # last: it restores the RNG states
+    engine.train()  # from_pretrained leaves the student in eval mode, dropout off
+    batches = micro_batches(IndexedSplit(corpus["train"]), sampler, collator, micro, world, loop, cfg.num_workers)
+    throughput = monitoring.Throughput(world, peak)
+    bar = monitoring.progress_bar(total_steps, loop["step"], rank == 0 and cfg.progress_bar)
+    start = time.monotonic()
+    stopped_by, tag, last, logged_at = "max_steps", None, {}, loop["step"]
+    sums = torch.zeros(len(terms) + 1, dtype=torch.float64, device=engine.device)
+
+    # ---- the loop: micro-steps (DeepSpeed accumulates and steps at the boundary), log, eval, save ----
+    while loop["step"] < total_steps:
+        for _ in range(accumulation):
+            batch = next(batches)  # on the CPU
+            out = engine(to_device(batch, engine.device), teacher_outputs(batch, cache, teacher, engine.device))
+            engine.backward(out.total)
+            engine.step()
+            sums += torch.stack([out.total.detach().double()] + [out.terms[name].double() for name in terms])
+            real, padded = monitoring.batch_tokens(batch)
+            throughput.add(len(batch["lang"]), real, monitoring.student_flops(n_params, padded))
+        loop["step"] += 1
+        step = loop["step"]
+        time_up = cfg.max_time_minutes > 0 and agreed(time.monotonic() - start > 60 * cfg.max_time_minutes,
+                                                      engine.device)
+        final = step == total_steps or time_up
+        bar.update(1)
+
+        if step % cfg.log_interval == 0 or final:
+            dist.all_reduce(sums)
+            means = (sums / (accumulation * world * (step - logged_at))).tolist()
+            last = {"step": step, "loss": means[0], **dict(zip(terms, means[1:])), **throughput.rates()}
+            grad_norm = engine.get_global_grad_norm()
+            if grad_norm is not None:
+                last["grad_norm"] = float(grad_norm)
+            monitoring.write_scalars(engine, "train", {k: v for k, v in last.items() if k != "step"})
+            bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{engine.get_lr()[0]:.2e}",
+                            samples_s=f"{last['samples_per_s']:.1f}")
+            sums.zero_()
+            logged_at = step
+        evaluate_now = bool(plan) and ((cfg.eval_interval > 0 and step % cfg.eval_interval == 0) or final)
+        save_now = step % cfg.save_interval == 0 or final
+        if evaluate_now:
+            dev = evaluate(engine, IndexedSplit(corpus["dev"]), plan, dev_collator, dev_cache, teacher, terms,
+                           dev_languages)
+            monitoring.write_scalars(engine, "dev", dev)
+            if rank == 0:
+                bar.write(f"step {step}: dev loss {dev['loss']:.4f} " +
+                          " ".join(f"{name} {dev[name]:.4f}" for name in terms))
+        if save_now:
+            tag = checkpointing.save_checkpoint(engine, cfg, loop)
+        if time_up:
+            stopped_by = "max_time_minutes"
+            break
+        if evaluate_now or save_now:
+            throughput.restart()  # evaluation and checkpoints are not training time
+    bar.close()
+
+    export_dir = None
+    if cfg.export and tag is not None:
+        probe = corpus["dev"] if len(corpus["dev"]) else corpus["train"]
+        texts = probe["src"][:4] + probe["tgt"][:4]
+        export_dir = checkpointing.export(engine, cfg, tag, teacher.hidden_size, texts)
+    return {"rank": rank, "steps": loop["step"], "stopped_by": stopped_by, "last": last, "export": export_dir}
+
+
+def agreed(flag: bool, device: torch.device) -> bool:
+    """Rank 0's value of `flag` on every rank (ranks must stop at the same step)."""
+    value = torch.tensor([int(flag)], device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m mmkd.train` and `deepspeed --module mmkd.train`."""
+    path, overrides = split_args(sys.argv[1:] if argv is None else argv)
+    try:
+        summary = train(load_train_config(path, overrides))
+    except MMKDError as err:
+        print(f"mmkd train: error: {err}", file=sys.stderr)
+        return 2
+    if summary["rank"] == 0:
+        print(f"mmkd train: {summary['steps']} steps, stopped by {summary['stopped_by']}; "
+              f"export: {summary['export'] or 'none'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""The `mmkd` command: every subcommand is listed and documented; user errors are one line, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mmkd import cli
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    for name, (_, help_line) in cli.COMMANDS.items():
+        assert name in printed and help_line.split()[0] in printed
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_each_subcommand_has_its_own_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([name, "--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"usage: mmkd {name}") and "--" in printed
+
+
+def test_unknown_subcommand_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["distill"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'distill'" in capsys.readouterr().err
+
+
+def test_user_error_is_one_line_naming_the_path(tmp_path, capsys):
+    missing = tmp_path / "no-such-corpus"
+    assert cli.main(["corpus", "stats", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmkd corpus: error:") and str(missing) in err and "Traceback" not in err
+
+
+def test_launcher_local_rank_before_the_subcommand_is_accepted(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--local_rank=1", "train", "--help"])
+    assert exit_info.value.code == 0
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = "import sys; from mmkd import cli; cli.build_parser(['--help']); print(sorted({'torch', 'transformers', 'datasets'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,72 @@
+"""`mmkd pipeline`: runs each stage's subcommand in order, skips complete stages, resumes training,
+and stops at a failing stage keeping what was done (stages are faked: each writes its done-marker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmkd import cli
+
+MARKERS = {  # first argv word -> the file that marks the stage complete, relative to --out
+    "corpus": "corpus/report.json",
+    "init-student": "student/mmkd_student.json",
+    "train": "train/export/sentence_transformers",
+}
+
+
+@pytest.fixture
+def fake_stages(monkeypatch, tmp_path):
+    """Replace the subcommands with fakes that record their argv and write their done-markers."""
+    calls: list[list[str]] = []
+    real_main = cli.main
+    failing: set[str] = set()
+
+    def fake_main(argv):
+        if argv[0] == "pipeline":
+            return real_main(argv)
+        calls.append(list(argv))
+        if argv[0] in failing:
+            return 2
+        out = tmp_path / "run"
+        if argv[0] == "cache-teacher":
+            marker = Path(argv[argv.index("--out") + 1]) / "manifest.json"
+        elif argv[0] == "train":
+            marker = out / MARKERS["train"]
+        else:
+            marker = out / MARKERS[argv[0]]
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.mkdir() if argv[0] == "train" else marker.write_text("{}")
+        return 0
+
+    monkeypatch.setattr(cli, "main", fake_main)
+    return calls, failing, tmp_path / "run"
+
+
+def test_runs_every_stage_in_order_then_skips_them(fake_stages, capsys):
+    calls, _, out = fake_stages
+    assert cli.main(["pipeline", "--out", str(out), "--langs", "eu,xh", "--train-minutes", "2"]) == 0
+    assert [argv[0] for argv in calls] == ["corpus", "init-student", "cache-teacher", "cache-teacher", "train"]
+    assert calls[0][calls[0].index("--langs") + 1] == "eu,xh"
+    assert [argv[argv.index("--split") + 1] for argv in calls[2:4]] == ["train", "dev"]
+    train = calls[4]
+    assert "--max_time_minutes=2.0" in train and "--resume" not in train
+    assert f"--teacher_cache={out / 'teacher_cache_train'}" in train
+    assert any(arg.startswith("--max_length=") for arg in train)
+    assert "tensorboard --logdir" in capsys.readouterr().out
+    calls.clear()
+    assert cli.main(["pipeline", "--out", str(out)]) == 0
+    assert calls == []
+
+
+def test_a_failing_stage_stops_and_a_rerun_resumes_training(fake_stages, capsys):
+    calls, failing, out = fake_stages
+    failing.add("train")
+    assert cli.main(["pipeline", "--out", str(out)]) == 2
+    assert "train failed (exit 2)" in capsys.readouterr().out
+    (out / "train" / "checkpoints").mkdir(parents=True)
+    failing.clear()
+    calls.clear()
+    assert cli.main(["pipeline", "--out", str(out)]) == 0
+    assert [argv[0] for argv in calls] == ["train"] and "--resume" in calls[0]

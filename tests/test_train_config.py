@@ -1,0 +1,88 @@
+"""The train config loader: defaults, then the recipe file, then --key=value; typed; unknown keys refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mmkd.errors import MMKDError
+from mmkd.train_config import TrainConfig, load_train_config, save_train_config
+
+REQUIRED = ["--corpus=c", "--student=s", "--teacher_cache=t"]
+
+
+def test_file_then_overrides_in_that_order(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("corpus: corpus/\nstudent: student/\nteacher_cache: cache/\nmax_steps: 10\nalpha: 0.3\n")
+    cfg = load_train_config(str(recipe), ["--max_steps=20", "--live-teacher", "--weights.tlm=0.5"])
+    assert (cfg.corpus, cfg.max_steps, cfg.alpha, cfg.live_teacher) == ("corpus/", 20, 0.3, True)
+    assert cfg.weights == {"tlm": 0.5, "xwcl": 1.0, "senta": 1.0, "struca_sent": 1.0, "struca_tok": 1.0}
+    assert cfg.seed == TrainConfig().seed
+
+
+def test_json_recipe_and_round_trip(tmp_path):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"corpus": "c", "student": "s", "live_teacher": True, "max_time_minutes": 5}))
+    cfg = load_train_config(str(recipe))
+    assert cfg.max_time_minutes == 5.0 and isinstance(cfg.max_time_minutes, float)
+    save_train_config(cfg, tmp_path / "saved.json")
+    assert load_train_config(str(tmp_path / "saved.json")) == cfg
+
+
+def test_unknown_key_in_the_file_names_file_key_and_close_match(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("corpus: c\nstudent: s\nmax_step: 3\n")
+    with pytest.raises(MMKDError, match=r"recipe\.yaml.*'max_step'.*did you mean max_steps"):
+        load_train_config(str(recipe))
+
+
+def test_unknown_override_is_refused_with_close_match():
+    with pytest.raises(MMKDError, match=r"'--eval_intervall=5'.*'eval_intervall'.*eval_interval"):
+        load_train_config(None, [*REQUIRED, "--eval_intervall=5"])
+
+
+@pytest.mark.parametrize("key", ["lr", "train_micro_batch_size_per_gpu", "zero_stage", "fp16"])
+def test_deepspeed_owned_keys_point_to_the_ds_config(key):
+    with pytest.raises(MMKDError, match=rf"'{key}' is set in the DeepSpeed JSON"):
+        load_train_config(None, [*REQUIRED, f"--{key}=1"])
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("--max_steps=ten", r"max_steps must be int, got 'ten'"),
+    ("--max_steps=1.5", r"max_steps must be int"),
+    ("--live_teacher=maybe", r"live_teacher must be bool"),
+    ("--seed", r"seed needs a value"),
+    ("--weights.sent=1", r"unknown objective in weights: \['sent'\]"),
+])
+def test_override_types_are_checked(override, message):
+    with pytest.raises(MMKDError, match=message):
+        load_train_config(None, [*REQUIRED, override])
+
+
+def test_file_types_are_checked(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("corpus: c\nstudent: s\nlive_teacher: true\nmax_steps: true\n")
+    with pytest.raises(MMKDError, match=r"recipe\.yaml: max_steps must be int, got bool"):
+        load_train_config(str(recipe))
+
+
+def test_optional_path_takes_none():
+    cfg = load_train_config(None, [*REQUIRED, "--teacher=none"])
+    assert cfg.teacher is None
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["--corpus=c", "--student=s"], r"teacher_cache=None"),
+    ([*REQUIRED, "--struct_form=cosine"], r"struct_form='cosine'"),
+    ([*REQUIRED, "--weights.tlm=0", "--weights.xwcl=0", "--weights.senta=0", "--weights.struca_sent=0",
+      "--weights.struca_tok=0"], r"at least one > 0"),
+])
+def test_values_no_run_can_use_are_refused(overrides, message):
+    with pytest.raises(MMKDError, match=message):
+        load_train_config(None, overrides)
+
+
+def test_missing_recipe_file_is_named(tmp_path):
+    with pytest.raises(MMKDError, match=r"nothere\.yaml: train config file not found"):
+        load_train_config(str(tmp_path / "nothere.yaml"))

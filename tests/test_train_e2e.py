@@ -1,0 +1,232 @@
+"""mmkd.train end to end on a CPU: the deepspeed launcher with 2 ranks (ZeRO-2 and ZeRO-3, bf16), one
+process without a launcher (fp32), resume, TensorBoard scalars, cached vs live teacher, the export.
+
+Fixtures are built once per module: a 180-pair synthetic corpus in three languages, a random 2-layer
+teacher (hidden 32) with the all-MiniLM-L6-v2 tokenizer, a 2-layer student (hidden 48) with a 200-token
+WordPiece vocabulary trained on the corpus, and the teacher caches of train and dev.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmkd.engine import free_port
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+TERMS = ("tlm", "xwcl", "senta", "struca_sent", "struca_tok")
+WORDS = {
+    "de": {"the": "die", "red": "rote", "small": "kleine", "old": "alte", "cat": "katze", "dog": "hund",
+           "house": "haus", "sees": "sieht", "likes": "mag", "finds": "findet", "tree": "baum", "bird": "vogel"},
+    "fr": {"the": "le", "red": "rouge", "small": "petit", "old": "vieux", "cat": "chat", "dog": "chien",
+           "house": "maison", "sees": "voit", "likes": "aime", "finds": "trouve", "tree": "arbre", "bird": "oiseau"},
+    "es": {"the": "el", "red": "rojo", "small": "pequeño", "old": "viejo", "cat": "gato", "dog": "perro",
+           "house": "casa", "sees": "ve", "likes": "quiere", "finds": "encuentra", "tree": "árbol",
+           "bird": "pájaro"},
+}
+
+
+def synthetic_pairs() -> list[dict]:
+    """180 word-by-word translations of "the <adj> <noun> <verb> the <noun>"; two in three aligned."""
+    nouns = ["cat", "dog", "house", "tree", "bird"]
+    sentences = [f"the {adj} {noun} {verb} the {other}" for adj in ("red", "small", "old") for noun in nouns
+                 for verb in ("sees", "likes", "finds") for other in nouns if other != noun]
+    rows = []
+    for i, src in enumerate(sentences):
+        lang = ("de", "fr", "es", "de")[i % 4]
+        rows.append({"src": src, "tgt": " ".join(WORDS[lang][word] for word in src.split()), "lang": lang,
+                     "alignment": [[j, j] for j in range(6)] if i % 3 else None})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, teacher_dir) -> Path:
+    """Corpus, teacher, student, teacher caches and DeepSpeed configs under one directory."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
+
+    from mmkd.corpus.schema import load_corpus, make_corpus, save_corpus
+    from mmkd.models.student import load_student
+    from mmkd.models.teacher import load_teacher
+    from mmkd.models.vocabulary import train_wordpiece
+    from mmkd.teacher_cache import build_teacher_cache
+
+    root = tmp_path_factory.mktemp("tiny")
+    rows = synthetic_pairs()
+    save_corpus(make_corpus({"train": rows[:140], "dev": rows[140:164], "test": rows[164:]}), {}, root / "corpus")
+    torch.manual_seed(0)
+    teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    BertModel(BertConfig(vocab_size=teacher_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+              ).save_pretrained(root / "teacher")
+    teacher_tokenizer.save_pretrained(root / "teacher")
+    student_tokenizer = train_wordpiece([r["src"] for r in rows] + [r["tgt"] for r in rows], vocab_size=200,
+                                        model_max_length=64)
+    BertForMaskedLM(BertConfig(vocab_size=len(student_tokenizer), hidden_size=48, num_hidden_layers=2,
+                               num_attention_heads=2, intermediate_size=96, max_position_embeddings=64)
+                    ).save_pretrained(root / "student_init")
+    student_tokenizer.save_pretrained(root / "student_init")
+    load_student(root / "student_init", teacher_hidden_size=32).save(root / "student")
+    corpus, teacher = load_corpus(root / "corpus"), load_teacher(str(root / "teacher"))
+    for split in ("train", "dev"):
+        build_teacher_cache(teacher, corpus[split], root / f"cache_{split}", max_length=32, split=split,
+                            corpus_path=str(root / "corpus"))
+    zero3 = json.loads((REPO / "ds_configs" / "cpu_bf16_zero2.json").read_text())
+    zero3["zero_optimization"] = {"stage": 3}
+    (root / "cpu_bf16_zero3.json").write_text(json.dumps(zero3))
+    (root / "recipe.yaml").write_text("\n".join([
+        f"corpus: {root / 'corpus'}", f"student: {root / 'student'}", f"teacher: {root / 'teacher'}",
+        f"teacher_cache: {root / 'cache_train'}", "ds_config: ds_configs/cpu_bf16_zero2.json",
+        "max_length: 32", "max_steps: 4", "log_interval: 1", "eval_interval: 2", "eval_batches: 1",
+        "progress_bar: false", "",
+    ]))
+    return root
+
+
+def run_train(tiny: Path, name: str, overrides: list[str], ranks: int) -> Path:
+    """Run the recipe with overrides into tiny/name: `deepspeed --num_gpus 2` or one plain process."""
+    out = tiny / name
+    env = {key: value for key, value in os.environ.items() if key not in LAUNCHER_ENV}
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               HF_DATASETS_OFFLINE="1")
+    args = ["mmkd.train", str(tiny / "recipe.yaml"), f"--output_dir={out}", *overrides]
+    if ranks == 1:
+        command = [sys.executable, "-m", *args]
+    else:
+        launcher = str(Path(sys.executable).with_name("deepspeed"))
+        command = [launcher, "--num_gpus", str(ranks), "--master_port", str(free_port()), "--module", *args]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+    return out
+
+
+def scalars(out: Path) -> dict[str, dict[int, float]]:
+    """Every TensorBoard scalar of a run: {tag: {global_samples: value}} (all event files of the run)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard" / "mmkd"), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: {event.step: event.value for event in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="module")
+def zero2(tiny) -> Path:
+    """2 ranks, ZeRO-2 bf16, cached teacher, 4 steps of 8 x 2 accumulation x 2 ranks = 32 pairs, export."""
+    return run_train(tiny, "zero2", [f"--dev_teacher_cache={tiny / 'cache_dev'}"], ranks=2)
+
+
+@pytest.fixture(scope="module")
+def resumed(tiny) -> Path:
+    """The zero2 run stopped by its time bound after step 1, then resumed with --resume to step 4; its
+    dev evaluation runs the live teacher (no dev_teacher_cache), which does not touch training."""
+    run_train(tiny, "resumed", ["--max_time_minutes=0.0001", "--export=false"], ranks=2)
+    return run_train(tiny, "resumed", ["--resume", "--export=false"], ranks=2)
+
+
+def test_two_ranks_zero2_logs_every_term_and_throughput(zero2):
+    logged = scalars(zero2)
+    steps = [32, 64, 96, 128]  # x axis: global samples
+    for tag in ["train/loss", *(f"train/{term}" for term in TERMS), "train/grad_norm", "train/samples_per_s",
+                "train/tokens_per_s", "train/tflops", "train/mfu", "Train/Samples/lr"]:
+        assert sorted(logged[tag]) == steps, tag
+        assert all(torch.isfinite(torch.tensor(list(logged[tag].values())))), tag
+    assert all(value > 0 for tag in ("train/samples_per_s", "train/tokens_per_s", "train/tflops", "train/mfu")
+               for value in logged[tag].values())
+    for step in steps:
+        total = sum(logged[f"train/{term}"][step] for term in TERMS)  # every weight is 1
+        assert logged["train/loss"][step] == pytest.approx(total, rel=1e-5)
+    for tag in ["dev/loss", *(f"dev/{term}" for term in TERMS), "dev/lang/de", "dev/lang/es", "dev/lang/fr"]:
+        assert sorted(logged[tag]) == [64, 128], tag
+    checkpoint = zero2 / "checkpoints" / "step4"
+    assert (zero2 / "checkpoints" / "latest").read_text().strip() == "step4"
+    assert {"rng_rank0.pt", "rng_rank1.pt"} <= {path.name for path in checkpoint.iterdir()}
+
+
+def test_resume_after_a_stop_continues_exactly(zero2, resumed):
+    """Same train losses, gradient norms and lr, bit for bit (float32 as logged), for steps 2 to 4."""
+    full, continued = scalars(zero2), scalars(resumed)
+    assert sorted(continued["train/loss"]) == [32, 64, 96, 128]
+    for tag in ["train/loss", *(f"train/{term}" for term in TERMS), "train/grad_norm", "Train/Samples/lr"]:
+        assert {s: v for s, v in continued[tag].items() if s > 32} == {s: v for s, v in full[tag].items() if s > 32}, tag
+
+
+def test_cached_and_live_teacher_give_the_same_dev_loss(zero2, resumed):
+    """zero2 evaluates with the cached (float16) teacher, resumed with the live one, on the same weights."""
+    cached, live = scalars(zero2), scalars(resumed)
+    for tag in ["dev/loss", *(f"dev/{term}" for term in TERMS)]:
+        for step in (64, 128):
+            assert live[tag][step] == pytest.approx(cached[tag][step], rel=5e-4, abs=1e-6), (tag, step)
+
+
+def test_export_loads_with_transformers_and_sentence_transformers(tiny, zero2):
+    """The exported fp32 weights give the embeddings the engine gave (it computes in bf16: ~1e-2)."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
+    from mmkd.models.pooling import mean_pool
+    from mmkd.models.student import load_student
+
+    export = zero2 / "export"
+    check = json.loads((export / "embedding_check.json").read_text())
+    reference = torch.tensor(check["embeddings"])
+    assert reference.shape == (8, 48)
+    by_st = SentenceTransformer(str(export / "sentence_transformers"), device="cpu").encode(
+        check["texts"], convert_to_tensor=True)
+    tokenizer, model = AutoTokenizer.from_pretrained(export / "hf"), AutoModel.from_pretrained(export / "hf")
+    encoded = tokenizer(check["texts"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        by_hf = mean_pool(model(**encoded).last_hidden_state, encoded["attention_mask"])
+    for embeddings in (by_st, by_hf):
+        torch.testing.assert_close(embeddings, reference, atol=3e-2, rtol=3e-2)
+        assert torch.nn.functional.cosine_similarity(embeddings, reference).min() > 0.999
+    trained, initial = load_student(export / "hf"), load_student(tiny / "student")
+    assert trained.d_teacher == 32
+    assert not torch.equal(trained.heads.word.weight, initial.heads.word.weight)
+    assert not torch.equal(trained.mlm.bert.embeddings.word_embeddings.weight,
+                           initial.mlm.bert.embeddings.word_embeddings.weight)
+
+
+def test_two_ranks_zero3_with_live_teacher_trains_and_exports(tiny, zero2):
+    out = run_train(tiny, "zero3", [f"--ds_config={tiny / 'cpu_bf16_zero3.json'}", "--live_teacher",
+                                    "--max_steps=2"], ranks=2)
+    logged, reference = scalars(out), scalars(zero2)
+    assert sorted(logged["train/loss"]) == [32, 64]
+    # step 1 runs the initial weights on the same batches as zero2: only the teacher's float16 cache differs
+    for tag in ["train/loss", *(f"train/{term}" for term in TERMS)]:
+        assert logged[tag][32] == pytest.approx(reference[tag][32], rel=5e-3, abs=1e-3), tag
+    check = json.loads((out / "export" / "embedding_check.json").read_text())
+    assert max(check["max_abs_difference"].values()) < 3e-2
+
+
+def test_one_process_without_launcher_fp32(tiny):
+    out = run_train(tiny, "single", ["--ds_config=ds_configs/cpu_fp32_zero2.json", "--max_steps=2",
+                                     f"--dev_teacher_cache={tiny / 'cache_dev'}"], ranks=1)
+    logged = scalars(out)
+    assert sorted(logged["train/loss"]) == [16, 32]  # 8 x 2 accumulation x 1 rank per step
+    assert sorted(logged["dev/loss"]) == [32]
+    check = json.loads((out / "export" / "embedding_check.json").read_text())
+    assert check["engine_dtype"] == "torch.float32"
+    assert max(check["max_abs_difference"].values()) < 1e-5
+
+
+def test_fp16_on_a_cpu_is_refused_up_front(tiny, capsys):
+    from mmkd.train import main
+
+    assert main([str(tiny / "recipe.yaml"), f"--ds_config={REPO / 'ds_configs' / 'gpu_fp16_zero1.json'}"]) == 2
+    assert "fp16 needs a GPU; use ds_configs/cpu_bf16_zero2.json (bf16)" in capsys.readouterr().err
+
+
+def test_config_typo_is_refused_naming_the_key(tiny, capsys):
+    from mmkd.cli import main
+
+    assert main(["train", str(tiny / "recipe.yaml"), "--eval_intervall=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown train config key 'eval_intervall'" in err and "eval_interval" in err
