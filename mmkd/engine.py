@@ -112,11 +112,18 @@ def batch_geometry(ds_config: dict[str, Any]) -> tuple[int, int]:
 
 def with_run_values(ds_config: dict[str, Any], *, tensorboard_dir: str | Path, total_steps: int) -> dict[str, Any]:
     """A copy of `ds_config` with the run's values: scheduler `total_num_steps: "auto"` becomes
-    `total_steps`; a tensorboard block without `output_path` writes to `tensorboard_dir`."""
+    `total_steps`; a warmup scheduler without `warmup_max_lr` peaks at the optimizer's lr (DeepSpeed's
+    WarmupDecayLR would otherwise peak at its own default of 1e-3); a tensorboard block without
+    `output_path` writes to `tensorboard_dir`."""
     config = copy.deepcopy(ds_config)
-    scheduler_params = config.get("scheduler", {}).get("params", {})
+    scheduler = config.get("scheduler", {})
+    scheduler_params = scheduler.get("params", {})
     if scheduler_params.get("total_num_steps") == "auto":
         scheduler_params["total_num_steps"] = total_steps
+    optimizer_lr = config.get("optimizer", {}).get("params", {}).get("lr")
+    if scheduler.get("type", "").startswith("Warmup") and "warmup_max_lr" not in scheduler_params \
+            and optimizer_lr is not None:
+        scheduler_params["warmup_max_lr"] = optimizer_lr
     tensorboard = config.get("tensorboard")
     if tensorboard is not None and not tensorboard.get("output_path"):
         tensorboard["output_path"] = str(tensorboard_dir)

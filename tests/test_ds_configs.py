@@ -50,7 +50,8 @@ def test_monitor_clipping_scheduler_and_optimizer(path, monkeypatch):
     assert config.gradient_clipping > 0
     assert config.scheduler_name == "WarmupDecayLR"
     assert config.scheduler_params["total_num_steps"] == 1000
-    assert "warmup_max_lr" not in config.scheduler_params  # the optimizer's lr is the only lr
+    assert "warmup_max_lr" not in json.loads(path.read_text())["scheduler"]["params"]  # one lr: the optimizer's
+    assert config.scheduler_params["warmup_max_lr"] == config.optimizer_params["lr"]
     assert config.optimizer_params["lr"] > 0
 
 
@@ -81,3 +82,21 @@ def test_cpu_configs_compile_nothing(monkeypatch):
     for name in ("cpu_bf16_zero2.json", "cpu_fp32_zero2.json"):
         config = resolved(CONFIG_DIR / name, 1, monkeypatch)
         assert config.optimizer_name == "adamw" and config.optimizer_params["torch_adam"] is True
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.name)
+def test_the_warmup_schedule_peaks_at_the_optimizers_lr(path):
+    """DeepSpeed's WarmupDecayLR peaks at its own default (1e-3) unless told; the run must peak at the
+    JSON's optimizer lr, the lr's one owner."""
+    import torch
+    from deepspeed.runtime import lr_schedules
+
+    raw = json.loads(path.read_text())
+    config = with_run_values(raw, tensorboard_dir="tb", total_steps=1000)
+    lr = raw["optimizer"]["params"]["lr"]
+    params = config["scheduler"]["params"]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = getattr(lr_schedules, config["scheduler"]["type"])(optimizer, **params)
+    for _ in range(params["warmup_num_steps"]):
+        scheduler.step()
+    assert scheduler.get_lr()[0] == pytest.approx(lr, rel=1e-2)
