@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Triton reads TRITON_INTERPRET when it is first imported, which any test module may do: without a
+# GPU the kernels run in Triton's interpreter; with one they run compiled (set TRITON_INTERPRET=1
+# yourself to force the interpreter there).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")
