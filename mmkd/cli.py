@@ -22,6 +22,7 @@ COMMANDS = {  # name -> (module in mmkd.commands, one-line help)
     "cache-teacher": ("cache_teacher", "run the frozen teacher once over a corpus split, cache its outputs"),
     "train": ("train", "distil the teacher into the student on DeepSpeed"),
     "pipeline": ("pipeline", "the main job: corpus -> student -> teacher cache -> train -> export"),
+    "profile": ("profile", "time N training steps and write a throughput report"),
 }
 
 

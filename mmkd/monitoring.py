@@ -88,6 +88,11 @@ class Throughput:
         self.tokens += tokens
         self.flops += flops
 
+    def add_batch(self, batch: dict[str, Any], parameters: int) -> None:
+        """One collated micro-batch of this rank, for a student of `parameters` parameters."""
+        real, padded = batch_tokens(batch)
+        self.add(len(batch["lang"]), real, student_flops(parameters, padded))
+
     def rates(self) -> dict[str, float]:
         """Scalars since the last call (this rank's counts scaled by the world size), then reset."""
         seconds = max(time.perf_counter() - self.start, 1e-9)

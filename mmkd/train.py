@@ -21,6 +21,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ from mmkd.engine import (batch_geometry, build_engine, build_student, compute_dt
                          parameter_count, with_run_values)
 from mmkd.errors import MMKDError
 from mmkd.models.teacher import load_teacher
-from mmkd.objectives.combined import TERM_WEIGHTS, LossWeights, MMKDLoss
+from mmkd.objectives.combined import TERM_WEIGHTS, LossWeights, MMKDLoss, MMKDLossOutput
+from mmkd.phases import phase
 from mmkd.teacher_cache import TeacherCache
 from mmkd.train_config import TrainConfig, load_train_config, save_train_config
 
@@ -147,10 +149,30 @@ def evaluate(engine: Any, dev: IndexedSplit, plan: list[tuple[str, list[int], fl
     return results
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run the recipe; returns {"rank", "steps", "stopped_by", "last": last logged scalars, "export"}."""
-    # ---- setup: everything is built before the first step; the teacher outside any zero.Init ----
-    ds_config = load_ds_config(cfg.ds_config)
+@dataclass
+class Setup:
+    """What a run builds before its engine; `train`, `mmkd profile` and scripts/bench_step.py share it."""
+
+    ds_config: dict[str, Any]  # with the run's values (engine.with_run_values)
+    rank: int
+    world: int
+    corpus: Any  # DatasetDict
+    teacher: Any  # Teacher, on the CPU
+    cache: Any  # TeacherCache of train, None = live teacher
+    dev_cache: Any  # TeacherCache of dev, None = the teacher runs at evaluation
+    sampler: LanguageSampler
+    micro: int  # micro-batch per rank
+    accumulation: int  # micro-batches per optimizer step
+    steps_per_epoch: int
+    total_steps: int
+    student: Any  # MMKDStudent, partitioned under ZeRO-3
+    loss: MMKDLoss
+    collator: MMKDCollator
+    terms: list[str]  # computed MMKDLoss terms (weight > 0)
+
+
+def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
+    """Join the process group, seed, and build data, teacher (outside any zero.Init), student and loss."""
     rank, world = init_distributed()
     seed_everything(cfg.seed + rank)
     corpus = load_corpus(cfg.corpus)
@@ -173,28 +195,61 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     loss = MMKDLoss(weights, tau_w=cfg.tau_w, tau=cfg.struct_tau, struct_form=cfg.struct_form,
                     struct_impl=cfg.struct_impl, gather_negatives=cfg.gather_negatives,
                     gather_sentence_rows=cfg.gather_sentence_rows)
-    engine = build_engine(student, loss, ds_config)
-    if cache is None or dev_cache is None:
-        teacher.model.to(engine.device)  # it runs in the loop or at evaluation
     terms = [name for name in TERM_WEIGHTS if cfg.weights[name] > 0]
     collator = MMKDCollator(student.tokenizer, teacher.tokenizer, cfg.max_length, cfg.mlm_probability, cfg.seed)
-    dev_collator = copy.copy(collator)  # its own epoch (0): dev batches are masked the same at every evaluation
+    return Setup(ds_config, rank, world, corpus, teacher, cache, dev_cache, sampler, micro, accumulation,
+                 steps_per_epoch, total_steps, student, loss, collator, terms)
+
+
+def optimizer_step(engine: Any, batches: Iterator[dict[str, Any]], cache: Any, teacher: Any,
+                   accumulation: int) -> list[tuple[dict[str, Any], MMKDLossOutput]]:
+    """One optimizer step: `accumulation` micro-batches, each forward, backward and engine.step()
+    (DeepSpeed updates at the accumulation boundary). Returns each micro-batch (CPU) with its loss
+    output. Its parts are the mmkd.phases ranges data, teacher, forward, backward, step."""
+    done = []
+    for _ in range(accumulation):
+        with phase("data"):
+            batch = next(batches)  # on the CPU
+            on_device = to_device(batch, engine.device)
+        with phase("teacher"):
+            teacher_out = teacher_outputs(batch, cache, teacher, engine.device)
+        with phase("forward"):
+            out = engine(on_device, teacher_out)
+        with phase("backward"):
+            engine.backward(out.total)
+        with phase("step"):
+            engine.step()
+        done.append((batch, out))
+    return done
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run the recipe; returns {"rank", "steps", "stopped_by", "last": last logged scalars, "export"}."""
+    # ---- setup: everything is built before the first step; the teacher outside any zero.Init ----
+    run = prepare(cfg, load_ds_config(cfg.ds_config))
+    rank, world, corpus, teacher, cache = run.rank, run.world, run.corpus, run.teacher, run.cache
+    micro, accumulation, total_steps, terms = run.micro, run.accumulation, run.total_steps, run.terms
+    engine = build_engine(run.student, run.loss, run.ds_config)
+    if cache is None or run.dev_cache is None:
+        teacher.model.to(engine.device)  # it runs in the loop or at evaluation
+    dev_collator = copy.copy(run.collator)  # its own epoch (0): dev batches are masked the same at every evaluation
     dev_languages = sorted(set(corpus["dev"]["lang"]))
     plan = dev_plan(corpus["dev"]["lang"], micro, cfg.eval_batches, rank, world)
     n_params = parameter_count(engine.module.student)
-    peak = monitoring.peak_tflops(cfg.peak_tflops, compute_dtype(ds_config), engine.device)
+    peak = monitoring.peak_tflops(cfg.peak_tflops, compute_dtype(run.ds_config), engine.device)
     if rank == 0:
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
         save_train_config(cfg, Path(cfg.output_dir) / "train_config.json")
         print(f"mmkd train: {world} rank(s), micro-batch {micro} x accumulation {accumulation}, "
-              f"{total_steps} steps ({steps_per_epoch}/epoch), student {n_params / 1e6:.2f}M params, "
+              f"{total_steps} steps ({run.steps_per_epoch}/epoch), student {n_params / 1e6:.2f}M params, "
               f"teacher {'live' if cache is None else 'cached'}, peak {peak:.2f} TFLOP/s per device", flush=True)
 
     loop = {"step": 0, "epoch": 0, "consumed": 0}
     if cfg.resume:
         loop = checkpointing.load_checkpoint(engine, cfg)  # last: it restores the RNG states
     engine.train()  # from_pretrained leaves the student in eval mode, dropout off
-    batches = micro_batches(IndexedSplit(corpus["train"]), sampler, collator, micro, world, loop, cfg.num_workers)
+    batches = micro_batches(IndexedSplit(corpus["train"]), run.sampler, run.collator, micro, world, loop,
+                            cfg.num_workers)
     throughput = monitoring.Throughput(world, peak)
     bar = monitoring.progress_bar(total_steps, loop["step"], rank == 0 and cfg.progress_bar)
     start = time.monotonic()
@@ -203,14 +258,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # ---- the loop: micro-steps (DeepSpeed accumulates and steps at the boundary), log, eval, save ----
     while loop["step"] < total_steps:
-        for _ in range(accumulation):
-            batch = next(batches)  # on the CPU
-            out = engine(to_device(batch, engine.device), teacher_outputs(batch, cache, teacher, engine.device))
-            engine.backward(out.total)
-            engine.step()
+        for batch, out in optimizer_step(engine, batches, cache, teacher, accumulation):
             sums += torch.stack([out.total.detach().double()] + [out.terms[name].double() for name in terms])
-            real, padded = monitoring.batch_tokens(batch)
-            throughput.add(len(batch["lang"]), real, monitoring.student_flops(n_params, padded))
+            throughput.add_batch(batch, n_params)
         loop["step"] += 1
         step = loop["step"]
         time_up = cfg.max_time_minutes > 0 and agreed(time.monotonic() - start > 60 * cfg.max_time_minutes,
@@ -233,7 +283,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         evaluate_now = bool(plan) and ((cfg.eval_interval > 0 and step % cfg.eval_interval == 0) or final)
         save_now = step % cfg.save_interval == 0 or final
         if evaluate_now:
-            dev = evaluate(engine, IndexedSplit(corpus["dev"]), plan, dev_collator, dev_cache, teacher, terms,
+            dev = evaluate(engine, IndexedSplit(corpus["dev"]), plan, dev_collator, run.dev_cache, teacher, terms,
                            dev_languages)
             monitoring.write_scalars(engine, "dev", dev)
             if rank == 0:

@@ -9,11 +9,12 @@
 #                                                     many nodes, no ssh: run it on every node with
 #                                                     its NODE_RANK (what scripts/slurm_mmkd.sbatch does)
 # Other variables: MASTER_PORT (default 29500), PYTHON (default .venv/bin/python or python3),
-# DRY_RUN=1 prints the command instead of running it. RECIPE is a JSON/YAML train config
-# (see `mmkd train --help`); `--key=value` overrides follow it.
+# MODULE (default mmkd.train; mmkd.profiling: scripts/profile_throughput.sh), DRY_RUN=1 prints the
+# command instead of running it. RECIPE is a JSON/YAML train config (see `mmkd train --help`);
+# `--key=value` overrides follow it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[[ $# -ge 1 ]] || { sed -n '2,16p' "$0"; exit 2; }
+[[ $# -ge 1 ]] || { sed -n '2,17p' "$0"; exit 2; }
 
 python="${PYTHON:-}"
 if [[ -z "$python" ]]; then
@@ -51,7 +52,7 @@ if [[ "$has_gpu" == 0 ]]; then
   command -v numactl >/dev/null && launcher+=(--bind_cores_to_rank)
 fi
 
-command=("${launcher[@]}" --module mmkd.train "$@")
+command=("${launcher[@]}" --module "${MODULE:-mmkd.train}" "$@")
 if [[ -n "${DRY_RUN:-}" ]]; then
   echo "OMP_NUM_THREADS=${OMP_NUM_THREADS:-} ${command[*]}"
   exit 0

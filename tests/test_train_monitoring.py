@@ -72,3 +72,13 @@ def test_dev_plan_caps_batches_per_language():
 def test_split_args_drops_the_launchers_local_rank():
     assert split_args(["--local_rank=1", "r.yaml", "--max_steps=2"]) == ("r.yaml", ["--max_steps=2"])
     assert split_args(["--local_rank=0", "--max_steps=2"]) == (None, ["--max_steps=2"])
+
+
+def test_add_batch_counts_a_collated_batch_like_add():
+    batch = {"lang": ["de", "fr"], "tlm_input_ids": torch.zeros(2, 5, dtype=torch.long),
+             "tlm_attention_mask": torch.tensor([[1] * 5, [1] * 3 + [0] * 2]),
+             "x_input_ids": torch.zeros(2, 2, dtype=torch.long), "x_attention_mask": torch.ones(2, 2),
+             "y_input_ids": torch.zeros(2, 3, dtype=torch.long), "y_attention_mask": torch.ones(2, 3)}
+    meter = monitoring.Throughput(world_size=1, peak=0.0)
+    meter.add_batch(batch, parameters=1000)
+    assert (meter.samples, meter.tokens, meter.flops) == (2, 8 + 4 + 6, 6.0 * 1000 * (10 + 4 + 6))
