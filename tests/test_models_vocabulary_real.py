@@ -3,6 +3,7 @@ tokens of held-out (test split) text unknown, in every built-in language and on 
 
 from __future__ import annotations
 
+import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
@@ -39,3 +40,22 @@ def test_held_out_unknown_rate(held_out_and_tokenizer, lang):
     held_out, tokenizer = held_out_and_tokenizer
     assert held_out[lang], f"no {lang} text in the test split"
     assert unknown_rate(tokenizer, held_out[lang]) < MAX_UNKNOWN_RATE
+
+
+@pytest.mark.parametrize("lang", (*LANGS, "en"))
+def test_held_out_text_round_trips(held_out_and_tokenizer, lang):
+    """decode(encode(t)) gives t back for every held-out text without an unknown token: lower-cased,
+    without invisible control and format characters (the normaliser's clean_text drops them, e.g.
+    the right-to-left marks of Arabic text), spaces not compared (decode spaces words, punctuation
+    and CJK characters apart)."""
+    held_out, tokenizer = held_out_and_tokenizer
+    checked = 0
+    for text in held_out[lang]:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if tokenizer.unk_token_id in ids:
+            continue
+        decoded = tokenizer.decode(ids)
+        visible = "".join(c for c in text.lower() if unicodedata.category(c) not in ("Cc", "Cf"))
+        assert "".join(decoded.split()) == "".join(visible.split()), text
+        checked += 1
+    assert checked >= 0.99 * len(held_out[lang])
