@@ -21,8 +21,9 @@ COMMANDS = {  # name -> (module in mmkd.commands, one-line help)
     "init-student": ("init_student", "make a multilingual student from the corpus and an encoder"),
     "cache-teacher": ("cache_teacher", "run the frozen teacher once over a corpus split, cache its outputs"),
     "train": ("train", "distil the teacher into the student on DeepSpeed"),
-    "pipeline": ("pipeline", "the main job: corpus -> student -> teacher cache -> train -> export"),
+    "pipeline": ("pipeline", "the main job: corpus -> student -> teacher cache -> train -> evaluate"),
     "profile": ("profile", "time N training steps and write a throughput report"),
+    "eval": ("eval", "evaluate teacher and students: translation retrieval, downstream tasks"),
 }
 
 

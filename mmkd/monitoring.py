@@ -6,6 +6,8 @@ Scalars (TensorBoard tags; x axis = engine.global_samples):
   train/samples_per_s, train/tokens_per_s    over all ranks (tokens: non-padding, three student inputs)
   train/tflops, train/mfu             achieved TFLOP/s per device, and that over the device's peak
   dev/loss, dev/<term>, dev/lang/<lang>      dev evaluation (mmkd.train.evaluate)
+  dev/retrieval/<lang>/x2y, .../y2x  top-1 translation retrieval on dev (mmkd.evaluation.retrieval.dev_retrieval;
+                                     train config eval_retrieval)
 DeepSpeed's own monitor writes Train/Samples/lr at every step, and Train/Samples/loss_scale when
 fp16 is on; they are not written twice.
 """

@@ -36,6 +36,7 @@ from mmkd.data import LanguageSampler, MMKDCollator
 from mmkd.engine import (batch_geometry, build_engine, build_student, compute_dtype, init_distributed, load_ds_config,
                          parameter_count, with_run_values)
 from mmkd.errors import MMKDError
+from mmkd.evaluation.retrieval import DEV_RETRIEVAL_POOL, dev_retrieval
 from mmkd.models.teacher import load_teacher
 from mmkd.objectives.combined import TERM_WEIGHTS, LossWeights, MMKDLoss, MMKDLossOutput
 from mmkd.phases import phase
@@ -285,6 +286,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if evaluate_now:
             dev = evaluate(engine, IndexedSplit(corpus["dev"]), plan, dev_collator, run.dev_cache, teacher, terms,
                            dev_languages)
+            if cfg.eval_retrieval:
+                dev.update(dev_retrieval(engine.module.student, corpus["dev"], DEV_RETRIEVAL_POOL, cfg.seed,
+                                         cfg.max_length, micro, engine.device))
             monitoring.write_scalars(engine, "dev", dev)
             if rank == 0:
                 bar.write(f"step {step}: dev loss {dev['loss']:.4f} " +

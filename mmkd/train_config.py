@@ -54,6 +54,7 @@ class TrainConfig:
     log_interval: int = 10  # steps between scalar writes
     eval_interval: int = 500  # steps between dev evaluations; 0 = only at the end
     eval_batches: int = 20  # dev micro-batches per language per evaluation; 0 = the whole dev split
+    eval_retrieval: bool = True  # dev evaluation also logs top-1 translation retrieval (pool of 200 per language)
     save_interval: int = 1000  # steps between checkpoints (one is always written at the end)
     resume: bool = False  # continue exactly from the latest checkpoint in output_dir
     export: bool = True  # write the HF and sentence-transformers model directories at the end

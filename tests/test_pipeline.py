@@ -1,5 +1,5 @@
-"""`mmkd pipeline`: runs each stage's subcommand in order, skips complete stages, resumes training,
-and stops at a failing stage keeping what was done (stages are faked: each writes its done-marker)."""
+"""`mmkd pipeline`: runs each stage's subcommand in order (the last evaluates, its table printed at the
+end), skips complete stages, resumes training, and stops at a failing stage keeping what was done (stages are faked: each writes its done-marker)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ MARKERS = {  # first argv word -> the file that marks the stage complete, relati
     "corpus": "corpus/report.json",
     "init-student": "student/mmkd_student.json",
     "train": "train/export/sentence_transformers",
+    "eval": "eval/retrieval.json",
 }
+FAKE_TABLE = "| lang | teacher x→y % |\n"
 
 
 @pytest.fixture
@@ -38,6 +40,8 @@ def fake_stages(monkeypatch, tmp_path):
             marker = out / MARKERS[argv[0]]
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.mkdir() if argv[0] == "train" else marker.write_text("{}")
+        if argv[0] == "eval":
+            (marker.parent / "retrieval.md").write_text(FAKE_TABLE)
         return 0
 
     monkeypatch.setattr(cli, "main", fake_main)
@@ -47,14 +51,19 @@ def fake_stages(monkeypatch, tmp_path):
 def test_runs_every_stage_in_order_then_skips_them(fake_stages, capsys):
     calls, _, out = fake_stages
     assert cli.main(["pipeline", "--out", str(out), "--langs", "eu,xh", "--train-minutes", "2"]) == 0
-    assert [argv[0] for argv in calls] == ["corpus", "init-student", "cache-teacher", "cache-teacher", "train"]
+    assert [argv[0] for argv in calls] == ["corpus", "init-student", "cache-teacher", "cache-teacher", "train", "eval"]
     assert calls[0][calls[0].index("--langs") + 1] == "eu,xh"
     assert [argv[argv.index("--split") + 1] for argv in calls[2:4]] == ["train", "dev"]
     train = calls[4]
     assert "--max_time_minutes=2.0" in train and "--resume" not in train
     assert f"--teacher_cache={out / 'teacher_cache_train'}" in train
     assert any(arg.startswith("--max_length=") for arg in train)
-    assert "tensorboard --logdir" in capsys.readouterr().out
+    evaluate = calls[5]
+    assert evaluate[:2] == ["eval", "retrieval"] and evaluate[evaluate.index("--out") + 1] == str(out / "eval")
+    assert evaluate[evaluate.index("--models") + 1] == (
+        f"teacher,student_before={out / 'student'},student_after={out / 'train' / 'export' / 'hf'}")
+    printed = capsys.readouterr().out
+    assert "tensorboard --logdir" in printed and FAKE_TABLE in printed and str(out / "eval" / "retrieval.png") in printed
     calls.clear()
     assert cli.main(["pipeline", "--out", str(out)]) == 0
     assert calls == []
@@ -69,4 +78,4 @@ def test_a_failing_stage_stops_and_a_rerun_resumes_training(fake_stages, capsys)
     failing.clear()
     calls.clear()
     assert cli.main(["pipeline", "--out", str(out)]) == 0
-    assert [argv[0] for argv in calls] == ["train"] and "--resume" in calls[0]
+    assert [argv[0] for argv in calls] == ["train", "eval"] and "--resume" in calls[0]

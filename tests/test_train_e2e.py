@@ -83,8 +83,13 @@ def test_two_ranks_zero2_logs_every_term_and_throughput(zero2):
     for step in steps:
         total = sum(logged[f"train/{term}"][step] for term in TERMS)  # every weight is 1
         assert logged["train/loss"][step] == pytest.approx(total, rel=1e-5)
-    for tag in ["dev/loss", *(f"dev/{term}" for term in TERMS), "dev/lang/de", "dev/lang/es", "dev/lang/fr"]:
+    retrieval = [f"dev/retrieval/{lang}/{direction}" for lang in ("de", "es", "fr") for direction in ("x2y", "y2x")]
+    for tag in ["dev/loss", *(f"dev/{term}" for term in TERMS), "dev/lang/de", "dev/lang/es", "dev/lang/fr",
+                *retrieval]:
         assert sorted(logged[tag]) == [64, 128], tag
+    # top-1 in a pool of all dev pairs of the language (de 12, es and fr 6): a multiple of 1/12 or 1/6
+    for tag in retrieval:
+        assert all(0 <= value <= 1 and abs(value * 12 - round(value * 12)) < 1e-5 for value in logged[tag].values())
     checkpoint = zero2 / "checkpoints" / "step4"
     assert (zero2 / "checkpoints" / "latest").read_text().strip() == "step4"
     assert {"rng_rank0.pt", "rng_rank1.pt"} <= {path.name for path in checkpoint.iterdir()}

@@ -32,8 +32,10 @@ class Stage:
 
 
 def stages(args: argparse.Namespace) -> list[Stage]:
+    from mmkd.evaluation.retrieval import REPORT_FILES
+
     out = Path(args.out)
-    corpus, student, train = out / "corpus", out / "student", out / "train"
+    corpus, student, train, evaluation = out / "corpus", out / "student", out / "train", out / "eval"
     caches = {split: out / f"teacher_cache_{split}" for split in ("train", "dev")}
     train_argv = ["train", args.recipe, f"--corpus={corpus}", f"--student={student}",
                   f"--teacher_cache={caches['train']}", f"--dev_teacher_cache={caches['dev']}",
@@ -53,6 +55,10 @@ def stages(args: argparse.Namespace) -> list[Stage]:
                 lambda path=path: (path / "manifest.json").is_file())
           for split, path in caches.items()),
         Stage("train", train_argv, lambda: (train / "export" / "sentence_transformers").is_dir()),
+        Stage("evaluate", ["eval", "retrieval", "--corpus", str(corpus), "--out", str(evaluation),
+                           "--models", f"teacher,student_before={student},student_after={train / 'export' / 'hf'}",
+                           "--max-length", str(args.max_length), "--seed", str(args.seed)],
+              lambda: (evaluation / REPORT_FILES["json"]).is_file()),
     ]
 
 
@@ -90,7 +96,13 @@ def run(args: argparse.Namespace) -> int:
                   "stages are kept", flush=True)
             return code
         print(f"[pipeline] {stage.name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    from mmkd.evaluation.retrieval import REPORT_FILES
+
+    evaluation = Path(args.out) / "eval"
     print(f"[pipeline] finished. Student exported to {Path(args.out) / 'train' / 'export'} (Hugging Face and "
           f"sentence-transformers directories). Watch or review training with:\n"
-          f"  .venv/bin/tensorboard --logdir {Path(args.out) / 'train' / 'tensorboard'}", flush=True)
+          f"  .venv/bin/tensorboard --logdir {Path(args.out) / 'train' / 'tensorboard'}\n"
+          f"Translation retrieval on the test split (top-1 %, teacher on both sides / student before / after):\n"
+          f"{(evaluation / REPORT_FILES['markdown']).read_text(encoding='utf-8')}"
+          f"Chart: {evaluation / REPORT_FILES['png']}", flush=True)
     return 0

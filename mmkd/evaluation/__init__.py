@@ -1,0 +1,1 @@
+"""Evaluation of students: retrieval and downstream fine-tuning (XNLI, PAWS-X, XQuAD)."""

@@ -1,0 +1,155 @@
+"""The shared core: fine-tune a model on a task's English training data, test it on every language.
+
+One loop serves every task (AdamW, linear decay without warmup, gradient clipping at 1.0, as the
+XTREME scripts); a task's `kind` only chooses the head (AutoModelForSequenceClassification or
+AutoModelForQuestionAnswering), how examples become features and how predictions are scored.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from transformers import (AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer,
+                          DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase,
+                          get_linear_schedule_with_warmup)
+
+from mmkd.errors import MMKDError
+from mmkd.evaluation.downstream.data import TaskData, load_task_data
+from mmkd.evaluation.downstream.qa_processing import best_answers, qa_eval_features, qa_train_features
+from mmkd.evaluation.downstream.squad_metric import squad_scores
+from mmkd.evaluation.downstream.tasks import TaskSpec, task_languages
+from mmkd.models.model_files import model_dir
+
+MAX_GRAD_NORM = 1.0
+
+
+@dataclass
+class RunOptions:
+    """What a run may change besides the task's settings."""
+
+    epochs: int | None = None  # None: the task's
+    languages: list[str] | None = None  # None: all of the task's
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    seed: int = 42
+    data_dir: Path | None = None  # None: the `datasets` hub
+
+
+def evaluate_task(task: TaskSpec, model_path: str | Path, options: RunOptions) -> dict:
+    """Fine-tune `model_path` on `task`'s English data, test it zero-shot on each language; the
+    results dict: per-language metrics (percent) and example counts, their average, the settings."""
+    languages = task_languages(task, options.languages)
+    epochs = task.epochs if options.epochs is None else options.epochs
+    if epochs < 1:
+        raise MMKDError(f"--epochs must be at least 1, not {epochs}")
+    data = load_task_data(task, languages, options.data_dir, options.max_train_examples, options.max_eval_examples)
+    if not data.train:
+        raise MMKDError(f"{task.name}: no training examples")
+    model, tokenizer = load_model(task, model_path, options.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    train_loss = finetune(model, tokenizer, train_features(task, tokenizer, data), task, epochs, options.seed, device)
+    per_language = {lang: test_language(task, model, tokenizer, data, lang, device) for lang in languages}
+    average = {metric: sum(scores[metric] for scores in per_language.values()) / len(per_language)
+               for metric in task.metrics}
+    return {"task": task.name, "model": str(model_path), "languages": per_language, "average": average,
+            "train_examples": len(data.train), "train_loss": train_loss,
+            "settings": {**asdict(task), "epochs": epochs, "seed": options.seed,
+                         "max_train_examples": options.max_train_examples,
+                         "max_eval_examples": options.max_eval_examples,
+                         "data": str(options.data_dir) if options.data_dir else "hub"}}
+
+
+def load_model(task: TaskSpec, model_path: str | Path, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The encoder at `model_path` (an exported student or any HF model) with a fresh task head."""
+    directory = model_dir(model_path, "model")
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    if task.kind == "qa" and not tokenizer.is_fast:
+        raise MMKDError(f"model {directory}: question answering needs a fast tokenizer (tokenizer.json) for offsets")
+    torch.manual_seed(seed)  # the new head's initialisation
+    try:
+        if task.kind == "qa":
+            model = AutoModelForQuestionAnswering.from_pretrained(directory)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(directory, num_labels=task.num_labels)
+    except ValueError as err:  # a config type without a head of this kind
+        raise MMKDError(f"model {directory}: no {task.kind} model for this config: {err}") from err
+    return model, tokenizer
+
+
+def classification_features(tokenizer: PreTrainedTokenizerBase, examples: list[dict], max_length: int,
+                            with_labels: bool) -> list[dict]:
+    encoding = tokenizer([e["text_a"] for e in examples], [e["text_b"] for e in examples], truncation=True,
+                         max_length=max_length)
+    features = [{key: encoding[key][i] for key in encoding} for i in range(len(examples))]
+    if with_labels:
+        for feature, example in zip(features, examples):
+            feature["labels"] = example["label"]
+    return features
+
+
+def train_features(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, data: TaskData) -> list[dict]:
+    if task.kind == "qa":
+        return qa_train_features(tokenizer, data.train, task.max_length, task.doc_stride)
+    return classification_features(tokenizer, data.train, task.max_length, with_labels=True)
+
+
+def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, features: list[dict], task: TaskSpec,
+             epochs: int, seed: int, device: torch.device) -> float:
+    """Train on `features` (shuffled with `seed`); returns the mean loss of the last epoch."""
+    loader = DataLoader(features, batch_size=task.batch_size, shuffle=True,
+                        collate_fn=DataCollatorWithPadding(tokenizer), generator=torch.Generator().manual_seed(seed))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=task.learning_rate, eps=1e-8, weight_decay=0.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 0, epochs * len(loader))
+    model.train()
+    for epoch in range(epochs):
+        total = 0.0
+        for batch in loader:
+            loss = model(**batch.to(device)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            total += loss.item()
+        print(f"{task.name} epoch {epoch + 1}/{epochs}: mean loss {total / len(loader):.4f}", file=sys.stderr,
+              flush=True)
+    model.eval()
+    return total / len(loader)
+
+
+@torch.no_grad()
+def predict(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, features: list[dict], batch_size: int,
+            outputs: tuple[str, ...], device: torch.device) -> dict[str, list[Tensor]]:
+    """Each output named in `outputs`, one float CPU row per feature (padding positions included)."""
+    rows: dict[str, list[Tensor]] = {name: [] for name in outputs}
+    for batch in DataLoader(features, batch_size=batch_size, collate_fn=DataCollatorWithPadding(tokenizer)):
+        result = model(**batch.to(device))
+        for name in outputs:
+            rows[name].extend(result[name].float().cpu())
+    return rows
+
+
+def test_language(task: TaskSpec, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: TaskData,
+                  lang: str, device: torch.device) -> dict[str, float]:
+    """The task's metrics (percent) on `lang`'s test examples, and their number."""
+    examples = data.test[lang]
+    if not examples:
+        raise MMKDError(f"{task.name}: no test examples for {lang}")
+    if task.kind == "qa":
+        features, example_of, offsets = qa_eval_features(tokenizer, examples, task.max_length, task.doc_stride)
+        logits = predict(model, tokenizer, features, task.batch_size, ("start_logits", "end_logits"), device)
+        predictions = best_answers(examples, example_of, offsets, logits["start_logits"], logits["end_logits"])
+        scores = squad_scores(predictions, {e["id"]: e["answers"]["text"] for e in examples})
+    else:
+        features = classification_features(tokenizer, examples, task.max_length, with_labels=False)
+        logits = predict(model, tokenizer, features, task.batch_size, ("logits",), device)["logits"]
+        correct = sum(int(row.argmax()) == example["label"] for row, example in zip(logits, examples))
+        scores = {"accuracy": 100.0 * correct / len(examples)}
+    print(f"{task.name} {lang}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()), file=sys.stderr, flush=True)
+    return {**scores, "examples": len(examples)}

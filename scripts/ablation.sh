@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Baselines and ablations of MMKD by config only: same corpus, student, teacher cache, steps and seed.
+#
+#   scripts/ablation.sh RUN_DIR STEPS [--key=value ...]      e.g. scripts/ablation.sh runs/main 2000
+#
+# RUN_DIR is a `mmkd pipeline` run (corpus/, student/, teacher_cache_{train,dev}/); override any of
+# them with CORPUS, STUDENT, TEACHER_CACHE, DEV_TEACHER_CACHE, and the teacher with TEACHER (default
+# the packaged one). RECIPE (default recipes/cpu_main.yaml), SEED (0), MAX_LENGTH (64), POOL (1000),
+# OUT (default runs/ablation/<timestamp>). Extra --key=value go to every `mmkd train`.
+# Configs: sentence_only (SentA alone: the Reimers-Gurevych recipe), full (every weight 1), and full
+# without each objective (its weight 0). Each is trained for STEPS steps into OUT/<config>/train, its
+# export evaluated (`mmkd eval retrieval`) into OUT/<config>/eval; OUT/ablation.md is the one table.
+set -euo pipefail
+[[ $# -ge 2 ]] || { sed -n '2,13p' "$0"; exit 2; }
+RUN=$1 STEPS=$2
+shift 2
+cd "$(dirname "$0")/.."
+PYTHON=${MMKD_PYTHON:-.venv/bin/python}
+CORPUS=${CORPUS:-$RUN/corpus}
+STUDENT=${STUDENT:-$RUN/student}
+TEACHER_CACHE=${TEACHER_CACHE:-$RUN/teacher_cache_train}
+DEV_TEACHER_CACHE=${DEV_TEACHER_CACHE:-$RUN/teacher_cache_dev}
+RECIPE=${RECIPE:-recipes/cpu_main.yaml}
+SEED=${SEED:-0} MAX_LENGTH=${MAX_LENGTH:-64} POOL=${POOL:-1000}
+OUT=${OUT:-runs/ablation/$(date +%Y%m%d-%H%M%S)}
+TEACHER_TRAIN=() TEACHER_EVAL=()
+if [[ -n "${TEACHER:-}" ]]; then TEACHER_TRAIN=("--teacher=$TEACHER"); TEACHER_EVAL=(--teacher "$TEACHER"); fi
+
+COMMON_ARGS=(--corpus="$CORPUS" --student="$STUDENT" --teacher_cache="$TEACHER_CACHE"
+             --dev_teacher_cache="$DEV_TEACHER_CACHE" --max_steps="$STEPS" --max_time_minutes=0
+             --seed="$SEED" --max_length="$MAX_LENGTH" "${TEACHER_TRAIN[@]}" "$@")
+TERMS=(tlm xwcl senta struca_sent struca_tok)
+weights() {  # weights with every term at $1, then the given term=value pairs
+  local all=$1; shift
+  local args=() term
+  for term in "${TERMS[@]}"; do args+=("--weights.$term=$all"); done
+  for term in "$@"; do args+=("--weights.$term"); done
+  echo "${args[@]}"
+}
+declare -A CONFIGS=([sentence_only]="$(weights 0 senta=1)" [full]="$(weights 1)")
+ORDER=(sentence_only full)
+for term in "${TERMS[@]}"; do CONFIGS[no_$term]="$(weights 1 "$term=0")"; ORDER+=("no_$term"); done
+
+mkdir -p "$OUT"
+echo "ablation: $STEPS steps per config, seed $SEED, into $OUT"
+for name in "${ORDER[@]}"; do
+  read -r -a config_args <<< "${CONFIGS[$name]}"
+  echo "== $name: ${config_args[*]}"
+  mkdir -p "$OUT/$name"
+  "$PYTHON" -m mmkd train "$RECIPE" "${COMMON_ARGS[@]}" "${config_args[@]}" --output_dir="$OUT/$name/train" \
+    2>&1 | tee "$OUT/$name/train.log" | grep -E "^mmkd train|error" || true
+  [[ -f "$OUT/$name/train/export/hf/mmkd_student.json" ]] || { echo "$name: training failed, see $OUT/$name/train.log"; exit 1; }
+  "$PYTHON" -m mmkd eval retrieval --corpus "$CORPUS" --models "$name=$OUT/$name/train/export/hf" \
+    --out "$OUT/$name/eval" --pool "$POOL" --seed "$SEED" --max-length "$MAX_LENGTH" "${TEACHER_EVAL[@]}" \
+    > "$OUT/$name/eval.log"
+done
+"$PYTHON" scripts/ablation_table.py "${ORDER[@]/#/$OUT/}" | tee "$OUT/ablation.md"
