@@ -35,14 +35,14 @@ def tiny(tmp_path_factory, teacher_dir) -> Path:
 
 
 def run_train(tiny: Path, name: str, overrides: list[str], ranks: int) -> Path:
-    """Run the recipe with overrides into tiny/name: `deepspeed --num_gpus 2` or one plain process."""
+    """Run the recipe with overrides into tiny/name: the deepspeed launcher with `--num_gpus 2`, or one plain process."""
     out = tiny / name
     args = ["mmkd.train", str(tiny / "recipe.yaml"), f"--output_dir={out}", *overrides]
     if ranks == 1:
         command = [sys.executable, "-m", *args]
     else:
-        launcher = str(Path(sys.executable).with_name("deepspeed"))
-        command = [launcher, "--num_gpus", str(ranks), "--master_port", str(free_port()), "--module", *args]
+        command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(ranks),  # `deepspeed`
+                   "--master_port", str(free_port()), "--module", *args]
     result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
     return out
