@@ -432,6 +432,7 @@ def test_command_writes_a_loadable_student(tmp_path, capsys):
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert "copied from the source" in printed and "averaged" in printed
+    assert "projection heads: 384 -> 384, fitted on 24 English sentences" in printed
     for lang in TRANSLATIONS:
         assert f"unknown-token rate on dev, {lang}:" in printed
     student = load_student(str(tmp_path / "student"))

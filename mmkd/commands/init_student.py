@@ -17,7 +17,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Fill in the `init-student` parser (see mmkd/cli.py)."""
     parser.description = ("Train a WordPiece vocabulary on the corpus train split (both sides), copy the "
                           "source encoder's layers into a BERT masked LM with that vocabulary, initialise its "
-                          "word embeddings from the source's, add projection heads to the teacher's size.")
+                          "word embeddings from the source's, fit projection heads to the teacher's size by least squares "
+                          "on English sentences of the train split.")
     parser.epilog = EXAMPLES
     parser.add_argument("--corpus", required=True, help="corpus directory (mmkd corpus output)")
     parser.add_argument("--out", required=True, help="new student directory (must not exist or be empty)")
@@ -39,14 +40,17 @@ def run(args: argparse.Namespace) -> int:
 
     corpus = load_corpus(args.corpus)
     report = init_student(corpus_training_texts(corpus), args.out, source=args.source, teacher=args.teacher,
-                          vocab_size=args.vocab_size, seed=args.seed)
+                          vocab_size=args.vocab_size, seed=args.seed, english=list(corpus["train"]["src"]))
     counts = report.embeddings
     print(f"vocabulary: {report.vocab_size} tokens, trained in {report.vocab_seconds:.1f} s")
     print(f"word embeddings: {counts.copied} copied from the source, {counts.averaged} averaged from its "
           f"sub-tokens, {counts.unknown} from its unknown token")
     print(f"MLM transform: {'copied from the source' if report.transform_from_source else 'initialised fresh'}")
     print(f"source: {report.source['name']} (weights sha256 {report.source['weights_sha256']})")
-    print(f"projection heads: {report.d_student} -> {report.d_teacher}")
+    fit = report.head_fit
+    print(f"projection heads: {report.d_student} -> {report.d_teacher}, fitted on {fit.sentences} English "
+          f"sentences and {fit.tokens} span-matched tokens: mean cosine to the teacher {fit.sentence_cosine:.3f} "
+          f"(P_s, sentences), {fit.token_cosine:.3f} (P_w, tokens)")
     tokenizer = AutoTokenizer.from_pretrained(args.out)
     for side, rate in dev_unknown_rates(tokenizer, corpus["dev"]).items():
         print(f"unknown-token rate on dev, {side}: {rate:.4%}")

@@ -11,13 +11,15 @@
    special of the same role ([CLS] <- cls_token ...). Every other token gets the mean of the source
    rows of its string (without "##") as the source tokenizer splits it, the source's unknown token left
    out; only when nothing is left does it get the source's unknown-token row.
-4. Projection heads P_w, P_s (d_S -> d_T of the teacher), seeded; saved with `MMKDStudent.save`.
+4. Projection heads P_w, P_s (d_S -> d_T of the teacher): fitted by least squares on English sentences
+   of the corpus when they are given (`mmkd.models.head_fit`), else seeded random; saved with
+   `MMKDStudent.save`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
@@ -31,10 +33,11 @@ from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
 from mmkd.errors import MMKDError
+from mmkd.models.head_fit import HeadFitReport, fit_projection_heads
 from mmkd.models.heads import create_projection_heads
 from mmkd.models.model_files import model_dir, weights_sha256
 from mmkd.models.student import MMKDStudent
-from mmkd.models.teacher import teacher_files
+from mmkd.models.teacher import load_teacher, teacher_files
 from mmkd.models.vocabulary import CONTINUATION_PREFIX, DEFAULT_VOCAB_SIZE, train_wordpiece
 
 if TYPE_CHECKING:
@@ -63,6 +66,7 @@ class InitStudentReport:
     d_student: int
     d_teacher: int
     source: dict[str, str]
+    head_fit: HeadFitReport | None  # how P_s and P_w were fitted; None = seeded random heads
 
 
 def corpus_training_texts(corpus: DatasetDict) -> list[str]:
@@ -174,10 +178,12 @@ def student_mlm(tokenizer: PreTrainedTokenizerBase, source: BertForMaskedLM, sou
 
 
 def make_student(texts: Iterable[str], source: str | None = None, teacher: str | None = None,
-                 vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0) -> tuple[MMKDStudent, InitStudentReport]:
+                 vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0,
+                 english: Sequence[str] = ()) -> tuple[MMKDStudent, InitStudentReport]:
     """A new student (in memory, eval mode) whose vocabulary is trained on `texts`. `source` = encoder
     whose layers are copied (default: the teacher); `teacher` = teacher path or hub name (default: the
-    packaged all-MiniLM-L6-v2), which sets d_T."""
+    packaged all-MiniLM-L6-v2), which sets d_T. With `english` sentences, the projection heads are
+    fitted on them against the teacher (see mmkd.models.head_fit); without, they are seeded random."""
     teacher_directory, teacher_sha256 = teacher_files(teacher)
     d_teacher = AutoConfig.from_pretrained(teacher_directory).hidden_size
     source_directory = teacher_directory if source is None else model_dir(source, "source")
@@ -193,18 +199,19 @@ def make_student(texts: Iterable[str], source: str | None = None, teacher: str |
     mlm, counts = student_mlm(tokenizer, source_model, source_has_transform, source_tokenizer, seed)
     heads = create_projection_heads(mlm.config.hidden_size, d_teacher, seed)
     student = MMKDStudent(mlm, heads, tokenizer, {"name": source_name, "weights_sha256": source_sha256})
+    head_fit = fit_projection_heads(student, load_teacher(teacher), english, seed=seed) if english else None
     report = InitStudentReport(vocab_size=len(tokenizer), vocab_seconds=vocab_seconds, embeddings=counts,
                                transform_from_source=source_has_transform, d_student=student.d_student,
-                               d_teacher=d_teacher, source=student.source)
-    return student, report
+                               d_teacher=d_teacher, source=student.source, head_fit=head_fit)
+    return student.eval(), report
 
 
 def init_student(texts: Iterable[str], out: str | Path, source: str | None = None, teacher: str | None = None,
-                 vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0) -> InitStudentReport:
+                 vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0, english: Sequence[str] = ()) -> InitStudentReport:
     """`make_student`, saved to `out` (a new or empty directory)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MMKDError(f"{out}: exists and is not an empty directory; init-student writes a new student")
-    student, report = make_student(texts, source, teacher, vocab_size, seed)
+    student, report = make_student(texts, source, teacher, vocab_size, seed, english)
     student.save(out)
     return report
