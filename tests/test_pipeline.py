@@ -50,12 +50,12 @@ def fake_stages(monkeypatch, tmp_path):
 
 def test_runs_every_stage_in_order_then_skips_them(fake_stages, capsys):
     calls, _, out = fake_stages
-    assert cli.main(["pipeline", "--out", str(out), "--langs", "eu,xh", "--train-minutes", "2"]) == 0
+    assert cli.main(["pipeline", "--out", str(out), "--langs", "eu,xh", "--train-steps", "7", "--train-minutes", "2"]) == 0
     assert [argv[0] for argv in calls] == ["corpus", "init-student", "cache-teacher", "cache-teacher", "train", "eval"]
     assert calls[0][calls[0].index("--langs") + 1] == "eu,xh"
     assert [argv[argv.index("--split") + 1] for argv in calls[2:4]] == ["train", "dev"]
     train = calls[4]
-    assert "--max_time_minutes=2.0" in train and "--resume" not in train
+    assert "--max_steps=7" in train and "--max_time_minutes=2.0" in train and "--resume" not in train
     assert f"--teacher_cache={out / 'teacher_cache_train'}" in train
     assert any(arg.startswith("--max_length=") for arg in train)
     evaluate = calls[5]

@@ -17,7 +17,7 @@ from mmkd.corpus.builtin import DEFAULT_LANGS
 
 EXAMPLES = """examples:
   mmkd pipeline                          # built-in corpus, default languages, into runs/main
-  mmkd pipeline --train-minutes 5        # a shorter training run
+  mmkd pipeline --train-steps 100        # a shorter training run
   mmkd pipeline --out runs/big --langs de,fr,es,ru,zh_CN,ar,hi,eu,xh
 """
 
@@ -39,8 +39,11 @@ def stages(args: argparse.Namespace) -> list[Stage]:
     caches = {split: out / f"teacher_cache_{split}" for split in ("train", "dev")}
     train_argv = ["train", args.recipe, f"--corpus={corpus}", f"--student={student}",
                   f"--teacher_cache={caches['train']}", f"--dev_teacher_cache={caches['dev']}",
-                  f"--output_dir={train}", f"--max_length={args.max_length}", f"--seed={args.seed}",
-                  f"--max_time_minutes={args.train_minutes}"]
+                  f"--output_dir={train}", f"--max_length={args.max_length}", f"--seed={args.seed}"]
+    if args.train_steps is not None:
+        train_argv.append(f"--max_steps={args.train_steps}")
+    if args.train_minutes is not None:
+        train_argv.append(f"--max_time_minutes={args.train_minutes}")
     if (train / "checkpoints").is_dir():
         train_argv.append("--resume")  # a stopped pipeline continues its training run
     return [
@@ -75,8 +78,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", default="recipes/cpu_main.yaml", help="training recipe (default: %(default)s)")
     parser.add_argument("--max-length", type=int, default=64,
                         help="tokens per encoding, for the teacher cache and training alike (default 64)")
-    parser.add_argument("--train-minutes", type=float, default=20.0,
-                        help="bound on the training loop's time (default 20)")
+    parser.add_argument("--train-steps", type=int, default=None,
+                        help="optimizer steps of training, which the learning-rate schedule spans (default: the "
+                             "recipe's max_steps)")
+    parser.add_argument("--train-minutes", type=float, default=None,
+                        help="bound on the training loop's time (default: the recipe's max_time_minutes)")
     parser.set_defaults(func=run)
 
 
