@@ -7,8 +7,8 @@
 # them with CORPUS, STUDENT, TEACHER_CACHE, DEV_TEACHER_CACHE, and the teacher with TEACHER (default
 # the packaged one). RECIPE (default recipes/cpu_main.yaml), SEED (0), MAX_LENGTH (64), POOL (1000),
 # OUT (default runs/ablation/<timestamp>). Extra --key=value go to every `mmkd train`.
-# Configs: sentence_only (SentA alone: the Reimers-Gurevych recipe), full (every weight 1), and full
-# without each objective (its weight 0). Each is trained for STEPS steps into OUT/<config>/train, its
+# Configs: sentence_only (SentA alone: the Reimers-Gurevych recipe), full (the recipe's weights), and
+# full without each objective (its weight set to 0). Each is trained for STEPS steps into OUT/<config>/train, its
 # export evaluated (`mmkd eval retrieval`) into OUT/<config>/eval; OUT/ablation.md is the one table.
 set -euo pipefail
 [[ $# -ge 2 ]] || { sed -n '2,13p' "$0"; exit 2; }
@@ -30,16 +30,12 @@ COMMON_ARGS=(--corpus="$CORPUS" --student="$STUDENT" --teacher_cache="$TEACHER_C
              --dev_teacher_cache="$DEV_TEACHER_CACHE" --max_steps="$STEPS" --max_time_minutes=0
              --seed="$SEED" --max_length="$MAX_LENGTH" "${TEACHER_TRAIN[@]}" "$@")
 TERMS=(tlm xwcl senta struca_sent struca_tok)
-weights() {  # weights with every term at $1, then the given term=value pairs
-  local all=$1; shift
-  local args=() term
-  for term in "${TERMS[@]}"; do args+=("--weights.$term=$all"); done
-  for term in "$@"; do args+=("--weights.$term"); done
-  echo "${args[@]}"
-}
-declare -A CONFIGS=([sentence_only]="$(weights 0 senta=1)" [full]="$(weights 1)")
-ORDER=(sentence_only full)
-for term in "${TERMS[@]}"; do CONFIGS[no_$term]="$(weights 1 "$term=0")"; ORDER+=("no_$term"); done
+declare -A CONFIGS=([sentence_only]="" [full]="")  # weights on top of the recipe's
+for term in "${TERMS[@]}"; do
+  [[ $term == senta ]] || CONFIGS[sentence_only]+=" --weights.$term=0"
+  CONFIGS[no_$term]="--weights.$term=0"
+done
+ORDER=(sentence_only full "${TERMS[@]/#/no_}")
 
 mkdir -p "$OUT"
 echo "ablation: $STEPS steps per config, seed $SEED, into $OUT"

@@ -45,11 +45,9 @@ def fitted():
 def test_ridge_fit_recovers_a_linear_map():
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(300, 8, generator=generator)
-    weight, bias = torch.randn(5, 8, generator=generator), torch.randn(5, generator=generator)
-    fitted_weight, fitted_bias = ridge_fit(inputs, inputs @ weight.T + bias, ridge=0.0)
-    torch.testing.assert_close(fitted_weight, weight.double(), rtol=0, atol=1e-6)
-    torch.testing.assert_close(fitted_bias, bias.double(), rtol=0, atol=1e-6)
-    shrunk, _ = ridge_fit(inputs, inputs @ weight.T + bias, ridge=1.0)
+    weight = torch.randn(5, 8, generator=generator)
+    torch.testing.assert_close(ridge_fit(inputs, inputs @ weight.T, ridge=0.0), weight.double(), rtol=0, atol=1e-6)
+    shrunk = ridge_fit(inputs, inputs @ weight.T, ridge=1.0)
     assert shrunk.norm() < 0.9 * weight.norm()
 
 
@@ -62,17 +60,17 @@ def test_heads_are_the_least_squares_maps_of_the_student_onto_the_teacher(fitted
         states = student.hidden_states(s_enc["input_ids"], s_enc["attention_mask"])
         t_out = teacher.encode(t_enc["input_ids"], t_enc["attention_mask"])
     sentences = mean_pool(states, s_enc["attention_mask"])
-    weight, bias = ridge_fit(sentences, t_out.sentence_embedding)  # 16 rows < 384 columns: compare the maps' outputs
+    weight = ridge_fit(sentences, t_out.sentence_embedding)  # 16 rows < 384 columns: compare the maps' outputs
     with torch.no_grad():
-        torch.testing.assert_close(student.heads.sentence(sentences), (sentences.double() @ weight.T + bias).float(),
+        torch.testing.assert_close(student.heads.sentence(sentences), (sentences.double() @ weight.T).float(),
                                    rtol=1e-3, atol=1e-4)
     matches = match_spans(token_spans(s_enc, 0, student.tokenizer.all_special_ids),
                           token_spans(t_enc, 0, teacher.tokenizer.all_special_ids))
     assert report.head_fit.tokens == matches.shape[0] > len(ENGLISH)
     tokens = states[matches[:, 0], matches[:, 1]]
-    weight, bias = ridge_fit(tokens, t_out.token_states[matches[:, 0], matches[:, 2]])
+    weight = ridge_fit(tokens, t_out.token_states[matches[:, 0], matches[:, 2]])
     with torch.no_grad():
-        torch.testing.assert_close(student.heads.word(tokens), (tokens.double() @ weight.T + bias).float(),
+        torch.testing.assert_close(student.heads.word(tokens), (tokens.double() @ weight.T).float(),
                                    rtol=1e-3, atol=1e-4)
     random_heads = create_projection_heads(student.d_student, student.d_teacher)
     with torch.no_grad():

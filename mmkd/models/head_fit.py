@@ -4,7 +4,8 @@ Fitted on English sentences x, so that before distillation P_s e^S(x) ~ e^T(x) (
 and P_w h^S_k ~ h^T_a (last-layer student states at tokens span-matched to teacher tokens, see
 mmkd.data.span_matching). A random P_s makes the student's first SentA steps learn the map rather
 than the encoder, and pulls every sentence towards the teacher's mean embedding; the fitted map starts
-the student where its initialisation already is. Ridge regression on centred data, in float64.
+the student where its initialisation already is. Ridge regression without intercept (the heads
+are linear maps), in float64.
 """
 
 from __future__ import annotations
@@ -36,18 +37,15 @@ class HeadFitReport:
     token_cosine: float  # mean cos(P_w h^S_k, h^T_a) over the token pairs, after the fit
 
 
-def ridge_fit(inputs: Tensor, targets: Tensor, ridge: float = RIDGE) -> tuple[Tensor, Tensor]:
-    """(weight (d_out, d_in), bias (d_out,)) minimising |inputs W^T + b - targets|^2 + penalty |W|^2.
+def ridge_fit(inputs: Tensor, targets: Tensor, ridge: float = RIDGE) -> Tensor:
+    """weight (d_out, d_in) minimising |inputs W^T - targets|^2 + penalty |W|^2 (float64).
 
-    inputs (N, d_in), targets (N, d_out); penalty = ridge x N x the mean variance of the inputs.
+    inputs (N, d_in), targets (N, d_out); penalty = ridge x N x the mean square of the inputs.
     """
     x, y = inputs.double(), targets.double()
-    x_mean, y_mean = x.mean(0), y.mean(0)
-    xc, yc = x - x_mean, y - y_mean
-    gram = xc.T @ xc
+    gram = x.T @ x
     penalty = ridge * gram.diagonal().mean().clamp_min(1e-12)
-    weight = torch.linalg.solve(gram + penalty * torch.eye(gram.shape[0], dtype=gram.dtype), xc.T @ yc).T
-    return weight, y_mean - weight @ x_mean
+    return torch.linalg.solve(gram + penalty * torch.eye(gram.shape[0], dtype=gram.dtype), x.T @ y).T
 
 
 @torch.no_grad()
@@ -81,10 +79,8 @@ def fit_projection_heads(student: MMKDStudent, teacher: Teacher, english: Sequen
         raise MMKDError("projection head fit: fewer than 2 student tokens match a teacher token by span")
     cosines = {}
     for name, (inputs, targets) in pairs.items():
-        weight, bias = ridge_fit(inputs, targets)
         head = getattr(student.heads, name)
-        head.weight.copy_(weight.to(head.weight.dtype))
-        head.bias.copy_(bias.to(head.bias.dtype))
+        head.weight.copy_(ridge_fit(inputs, targets).to(head.weight.dtype))
         cosines[name] = F.cosine_similarity(head(inputs.to(head.weight.dtype)), targets, dim=-1).mean().item()
     return HeadFitReport(sentences=len(texts), tokens=pairs["word"][0].shape[0],
                          sentence_cosine=cosines["sentence"], token_cosine=cosines["word"])

@@ -17,12 +17,12 @@ HEADS_SEED = 0  # seed of freshly created heads: the same student directory alwa
 
 
 class ProjectionHeads(nn.Module):
-    """`word` = P_w and `sentence` = P_s, each nn.Linear(d_student, d_teacher) with bias."""
+    """`word` = P_w and `sentence` = P_s, each a linear map nn.Linear(d_student, d_teacher, bias=False)."""
 
     def __init__(self, d_student: int, d_teacher: int) -> None:
         super().__init__()
-        self.word = nn.Linear(d_student, d_teacher)
-        self.sentence = nn.Linear(d_student, d_teacher)
+        self.word = nn.Linear(d_student, d_teacher, bias=False)
+        self.sentence = nn.Linear(d_student, d_teacher, bias=False)
 
     @property
     def d_student(self) -> int:
