@@ -108,13 +108,9 @@ def student_embeddings(student: MMKDStudent, texts: list[str], max_length: int, 
     Under ZeRO-3 every rank must call it (the forward gathers parameters collectively).
     """
     encoded = student.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    was_training = student.training
-    student.eval()
-    with torch.no_grad():
+    with student.evaluating():
         hidden = student.hidden_states(encoded["input_ids"].to(device), encoded["attention_mask"].to(device))
-        embeddings = mean_pool(hidden.float(), encoded["attention_mask"].to(device)).cpu()
-    student.train(was_training)
-    return embeddings
+        return mean_pool(hidden.float(), encoded["attention_mask"].to(device)).cpu()
 
 
 def export(engine: Any, cfg: TrainConfig, tag: str, teacher_hidden_size: int, texts: list[str]) -> Path:

@@ -110,3 +110,22 @@ def test_heads_must_fit_the_model(plain_dir, teacher_tokenizer):
     mlm = AutoModelForMaskedLM.from_pretrained(plain_dir)
     with pytest.raises(MMKDError, match="d_S = 8"):
         MMKDStudent(mlm, create_projection_heads(8, D_TEACHER), teacher_tokenizer, {"name": "x"})
+
+
+def test_evaluating_turns_dropout_and_autograd_off_and_restores_the_mode(plain_dir):
+    student = load_student(str(plain_dir), teacher_hidden_size=D_TEACHER)
+    batch = pair_batch(student.tokenizer)
+    for mode in (True, False):
+        student.train(mode)
+        with student.evaluating():
+            first = student.hidden_states(batch["input_ids"], batch["attention_mask"])
+            second = student.hidden_states(batch["input_ids"], batch["attention_mask"])
+            assert not student.training and not student.mlm.training
+        assert not first.requires_grad
+        torch.testing.assert_close(first, second, rtol=0, atol=0)  # no dropout
+        assert student.training is mode and student.mlm.training is mode
+    student.train()
+    with pytest.raises(RuntimeError, match="inside"):
+        with student.evaluating():
+            raise RuntimeError("inside")
+    assert student.training and student.mlm.training

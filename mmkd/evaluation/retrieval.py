@@ -135,12 +135,8 @@ def student_encoder(student: MMKDStudent, max_length: int, batch_size: int, devi
         return student.heads.sentence(mean_pool(hidden, mask))
 
     def encode_all(texts: Sequence[str]) -> Tensor:
-        was_training = student.training
-        student.eval()
-        try:
+        with student.evaluating():
             return batched(encode, texts, batch_size)
-        finally:
-            student.train(was_training)
 
     return encode_all
 

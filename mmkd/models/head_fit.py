@@ -57,22 +57,20 @@ def fit_projection_heads(student: MMKDStudent, teacher: Teacher, english: Sequen
     texts = random.Random(seed).sample(texts, min(FIT_SENTENCES, len(texts)))
     if len(texts) < 2:
         raise MMKDError(f"projection head fit: needs at least 2 distinct English sentences, got {len(texts)}")
-    was_training = student.training
-    student.eval()
     sentence_s, sentence_t, token_s, token_t = [], [], [], []
-    for start in range(0, len(texts), batch_size):
-        batch = texts[start:start + batch_size]
-        s_enc = encode_texts(student.tokenizer, batch, max_length=max_length)
-        t_enc = encode_texts(teacher.tokenizer, batch, max_length=max_length)
-        s_states = student.hidden_states(s_enc["input_ids"], s_enc["attention_mask"]).float()
-        t_out = teacher.encode(t_enc["input_ids"], t_enc["attention_mask"])
-        sentence_s.append(mean_pool(s_states, s_enc["attention_mask"]))
-        sentence_t.append(t_out.sentence_embedding)
-        matches = match_spans(token_spans(s_enc, 0, student.tokenizer.all_special_ids),
-                              token_spans(t_enc, 0, teacher.tokenizer.all_special_ids))
-        token_s.append(s_states[matches[:, 0], matches[:, 1]])
-        token_t.append(t_out.token_states[matches[:, 0], matches[:, 2]])
-    student.train(was_training)
+    with student.evaluating():
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start:start + batch_size]
+            s_enc = encode_texts(student.tokenizer, batch, max_length=max_length)
+            t_enc = encode_texts(teacher.tokenizer, batch, max_length=max_length)
+            s_states = student.hidden_states(s_enc["input_ids"], s_enc["attention_mask"]).float()
+            t_out = teacher.encode(t_enc["input_ids"], t_enc["attention_mask"])
+            sentence_s.append(mean_pool(s_states, s_enc["attention_mask"]))
+            sentence_t.append(t_out.sentence_embedding)
+            matches = match_spans(token_spans(s_enc, 0, student.tokenizer.all_special_ids),
+                                  token_spans(t_enc, 0, teacher.tokenizer.all_special_ids))
+            token_s.append(s_states[matches[:, 0], matches[:, 1]])
+            token_t.append(t_out.token_states[matches[:, 0], matches[:, 2]])
     pairs = {"sentence": (torch.cat(sentence_s), torch.cat(sentence_t)),
              "word": (torch.cat(token_s), torch.cat(token_t))}
     if pairs["word"][0].shape[0] < 2:

@@ -8,8 +8,11 @@ tokenizer files), loadable with AutoModelForMaskedLM / AutoTokenizer, plus
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -56,6 +59,17 @@ class MMKDStudent(nn.Module):
         if token_type_ids is not None and self.uses_token_type_ids:
             inputs["token_type_ids"] = token_type_ids
         return inputs
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode (dropout off) and no autograd inside; the previous train/eval mode is restored after."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was_training)
 
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor,
                       token_type_ids: Tensor | None = None) -> Tensor:
