@@ -120,6 +120,16 @@ def save_corpus(dsd: DatasetDict, report: Mapping[str, Any], out_dir: str | Path
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def is_corpus_directory(path: str | Path) -> bool:
+    """Whether `path` holds a saved DatasetDict with exactly the corpus splits (it is loaded and
+    checked when used)."""
+    dict_file = Path(path) / "dataset_dict.json"
+    try:
+        return sorted(json.loads(dict_file.read_text(encoding="utf-8"))["splits"]) == sorted(SPLITS)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def load_saved_dataset(path: str | Path) -> Dataset | DatasetDict:
     """`datasets.load_from_disk(path)`; a truncated or corrupt Arrow file raises MMKDError naming it."""
     try:
