@@ -23,6 +23,7 @@ def iso_639_codes() -> frozenset[str]:
     return frozenset(code for code in json.loads(text) if LANGUAGE_CODE.fullmatch(code))
 
 
+@functools.lru_cache(maxsize=4096)  # a corpus repeats a few codes millions of times
 def is_language_code(value: str) -> bool:
     """Whether `value` is a language code (module docstring): "de", "zh_CN" -> True; "Bonjour." -> False."""
     match = LANGUAGE_CODE.fullmatch(value)

@@ -22,32 +22,36 @@ NORMALISATIONS = ("nfc", "invisible", "control", "whitespace")
 LETTER_OR_DIGIT = re.compile(r"[^\W_]")
 
 
+# category Cc is fixed by Unicode's stability policy (U+0000-U+001F, U+007F-U+009F); these are the
+# ones that are not whitespace (str.isspace)
+CONTROL_RANGES = "\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f"
+CONTROL = re.compile(f"[{CONTROL_RANGES}]")
+ASCII_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f]")
+
+
 @functools.cache
-def characters_of(categories: frozenset[str]) -> re.Pattern:
-    """A regex matching one non-whitespace character of the given Unicode general categories, as a
-    class of code-point ranges (a class listing each character is ~20x slower to match)."""
+def format_ranges() -> str:
+    """The format characters (Cf) of this Python's Unicode database as regex class ranges (a class
+    listing each character is ~20x slower to match)."""
     ranges: list[list[int]] = []
     for code in range(sys.maxunicode + 1):
-        char = chr(code)
-        if unicodedata.category(char) in categories and not char.isspace():
+        if unicodedata.category(chr(code)) == "Cf":
             if ranges and ranges[-1][1] == code - 1:
                 ranges[-1][1] = code
             else:
                 ranges.append([code, code])
-    return re.compile("[" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges) + "]")
+    return "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
 
 
+@functools.cache
 def invisible_characters() -> re.Pattern:
     """Format characters (Cf), e.g. U+200B, U+2060, U+FEFF."""
-    return characters_of(frozenset({"Cf"}))
+    return re.compile(f"[{format_ranges()}]")
 
 
-def control_characters() -> re.Pattern:
-    """Control characters (Cc) that are not whitespace, e.g. NUL."""
-    return characters_of(frozenset({"Cc"}))
-
-
-ASCII_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")  # the Cc characters of ASCII that are not whitespace
+@functools.cache
+def invisible_or_control_characters() -> re.Pattern:
+    return re.compile(f"[{format_ranges()}{CONTROL_RANGES}]")
 
 
 def normalise_characters(text: str, changed: set[str] | None = None) -> str:
@@ -58,9 +62,8 @@ def normalise_characters(text: str, changed: set[str] | None = None) -> str:
         if changed is not None:
             changed.add("nfc")
     # one search decides for both removals; ASCII text can hold only ASCII controls (a cheaper search)
-    removable = ASCII_CONTROL if text.isascii() else characters_of(frozenset({"Cf", "Cc"}))
-    if removable.search(text):
-        for name, pattern in (("invisible", invisible_characters()), ("control", control_characters())):
+    if (ASCII_CONTROL if text.isascii() else invisible_or_control_characters()).search(text):
+        for name, pattern in (("invisible", invisible_characters()), ("control", CONTROL)):
             text, n = pattern.subn("", text)
             if n and changed is not None:
                 changed.add(name)
