@@ -2,14 +2,13 @@
 
     .venv/bin/python scripts/bench_corpus_import.py --pairs 10000000 --work /tmp/bench-corpus
 
-The TSV (src<TAB>tgt<TAB>lang) holds N // 2 distinct English messages, each translated into de and
-fr; every 50th line repeats the line before it (an exact duplicate) and every 40th English message
-is the one before it in NFD with a zero-width space (an invisible variant, with translations of
-its own), so
-de-duplication and normalisation have work to do. The import runs as a subprocess; its wall time and
-CPU time (user + system: the figure a busy machine inflates least) and peak resident memory (the
-child's ru_maxrss) are printed with the corpus's counts, and the counts
-are checked against what the generator wrote. One `SUMMARY` line is printed at the end.
+The TSV (src<TAB>tgt<TAB>lang) holds about N / 2 English messages, each translated into de and fr;
+every 50th line repeats the line before it (an exact duplicate) and every 40th English message is
+the one before it in NFD with a zero-width space (an invisible variant, with translations of its
+own), so de-duplication and normalisation have work to do. The import runs as a subprocess; its wall
+time, CPU time (user + system: the figure a busy machine inflates least) and peak resident memory
+(the child's ru_maxrss) are printed with the corpus's counts, which are checked against what the
+generator wrote. One `SUMMARY` line is printed at the end.
 """
 
 from __future__ import annotations

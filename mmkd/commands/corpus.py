@@ -134,7 +134,7 @@ def add_import_parser(actions: argparse._SubParsersAction) -> None:
     group.add_argument("--data-files", action="append", default=None, metavar="PATTERN",
                        help="data files of the source, as datasets.load_dataset takes them (repeatable)")
     group.add_argument("--revision", default=None, help="git revision (branch, tag, commit) of a Hub dataset")
-    group.add_argument("--max-rows", type=int, default=None,
+    group.add_argument("--max-rows", type=int, default=None, metavar="N",
                        help="read at most this many rows (the first) of each split of each configuration")
     group.add_argument("--streaming", action="store_true",
                        help="stream the source (rows fetched as read, nothing downloaded whole first)")

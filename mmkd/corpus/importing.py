@@ -122,9 +122,13 @@ class KeptPairs:
             self.columns = {name: [] for name in FEATURES}
 
     def finish(self) -> tuple[pa.Table, dict[str, np.ndarray]]:
-        """The table of every row added, in order, and the keys as numpy arrays."""
+        """The table of every row added, in order, in one chunk per column (a later take then copies
+        no chunks together), and the keys as numpy arrays."""
         self.flush()
-        table = pa.Table.from_batches(self.batches, schema=FEATURES.arrow_schema)
+        batches, self.batches = self.batches, []
+        table = pa.Table.from_batches(batches, schema=FEATURES.arrow_schema)
+        del batches
+        table = table.combine_chunks()
         return table, {name: np.frombuffer(keys, dtype=np.uint64) for name, keys in self.keys.items()}
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Features, List, Value
@@ -53,13 +54,15 @@ def make_corpus(rows_by_split: Mapping[str, Sequence[Row]]) -> DatasetDict:
 
 def corpus_from_table(table: pa.Table, indices_by_split: Mapping[str, Sequence[int]]) -> DatasetDict:
     """The corpus whose split `s` holds the rows `indices_by_split[s]` of `table` (schema
-    FEATURES.arrow_schema), in that order; a missing split is empty. Each split gets a random
-    `datasets` fingerprint (the default hashes the whole table: ~0.3 GB of Python memory per
-    million pairs)."""
+    FEATURES.arrow_schema), in that order; a missing split is empty. One take copies the rows of all
+    splits, each split a slice of it. Each split gets a random `datasets` fingerprint (the default
+    hashes the whole table: ~0.3 GB of Python memory per million pairs)."""
+    order = [np.asarray(indices_by_split.get(split, ()), dtype=np.int64) for split in SPLITS]
+    rows = table.take(pa.array(np.concatenate(order)))
+    starts = np.cumsum([0, *map(len, order)])
     return DatasetDict(
-        {split: Dataset(InMemoryTable(table.take(pa.array(indices_by_split.get(split, ()), pa.int64()))),
-                        fingerprint=generate_random_fingerprint())
-         for split in SPLITS}
+        {split: Dataset(InMemoryTable(rows.slice(starts[i], len(order[i]))), fingerprint=generate_random_fingerprint())
+         for i, split in enumerate(SPLITS)}
     )
 
 

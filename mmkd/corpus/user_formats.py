@@ -110,6 +110,13 @@ def is_tsv_header(fields: Sequence[str]) -> bool:
     return set(fields) <= set(TSV_COLUMNS) and {"src", "tgt"} <= set(fields) and len(set(fields)) == len(fields)
 
 
+def tab_separated_lines(path: str | Path) -> Iterator[tuple[str, int, list[str]] | BadLine]:
+    """(where, line number, fields) per line, or a BadLine where the line is not UTF-8."""
+    for number, line in numbered_lines(path):
+        where = f"{path}:{number}"
+        yield BadLine(where, "encoding", NOT_UTF8) if line is None else (where, number, line.split("\t"))
+
+
 def read_tsv(path: str | Path, langs: Sequence[str] | None = None) -> Iterator[Item]:
     """Items of a TSV file (see the module docstring for the layout); `langs` given: the parallel
     sentences layout, column i + 1 a translation into langs[i]."""
@@ -117,12 +124,11 @@ def read_tsv(path: str | Path, langs: Sequence[str] | None = None) -> Iterator[I
         yield from read_parallel_sentences(path, langs)
         return
     header: list[str] | None = None
-    for number, line in numbered_lines(path):
-        where = f"{path}:{number}"
-        if line is None:
-            yield BadLine(where, "encoding", NOT_UTF8)
+    for line in tab_separated_lines(path):
+        if isinstance(line, BadLine):
+            yield line
             continue
-        fields = line.split("\t")
+        where, number, fields = line
         if number == 1 and is_tsv_header(fields):
             header = fields
             continue
@@ -146,12 +152,11 @@ def read_tsv(path: str | Path, langs: Sequence[str] | None = None) -> Iterator[I
 
 def read_parallel_sentences(path: str | Path, langs: Sequence[str]) -> Iterator[Item]:
     """Items of an `en<TAB>tr_1<TAB>...<TAB>tr_k` file: one Record per translation column."""
-    for number, line in numbered_lines(path):
-        where = f"{path}:{number}"
-        if line is None:
-            yield BadLine(where, "encoding", NOT_UTF8)
+    for line in tab_separated_lines(path):
+        if isinstance(line, BadLine):
+            yield line
             continue
-        fields = line.split("\t")
+        where, _, fields = line
         if len(fields) != 1 + len(langs):
             yield BadLine(where, "columns", f"expected {1 + len(langs)} tab-separated columns (English, then "
                           f"{', '.join(langs)} as given by --langs), got {len(fields)}")
