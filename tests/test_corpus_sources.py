@@ -218,3 +218,17 @@ def test_a_truncated_arrow_file_is_named_in_a_corpus_and_in_a_datasets_directory
     arrow = truncate_an_arrow_file(tmp_path / "hf")
     with pytest.raises(MMKDError, match=re.escape(f"{arrow}: truncated or corrupt Arrow file")):
         import_corpus([str(tmp_path / "hf")])
+
+
+def test_cli_datasets_options(tmp_path):
+    source = write_configured_dataset(tmp_path / "opus")
+    out = tmp_path / "corpus"
+    argv = ["corpus", "import", source, "--dataset-config", "de-en,fr-en", "--split", "train", "--max-rows", "5",
+            "--streaming", "--revision", "main", "--out", str(out)]
+    assert cli.main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["streams"] == {f"{source}:de-en[train]": 5, f"{source}:fr-en[train]": 5}
+    assert report["parameters"]["datasets"] == {"configs": ["de-en", "fr-en"], "splits": ["train"], "data_files": None,
+                                                "revision": "main", "max_rows": 5, "streaming": True}
+    assert rows_of(load_corpus(out)) == sorted((lang, src, f"[{lang}] {src}") for lang in ("de", "fr")
+                                               for src in ENGLISH[:5])
