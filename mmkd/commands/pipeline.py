@@ -1,6 +1,7 @@
 """`mmkd pipeline`: the main job on the offline defaults, stage by stage.
 
-Each stage is the `mmkd` subcommand a user would run by hand; the pipeline prints it before running
+The corpus is the built-in one (`corpus build`), or `--corpus`: one corpus directory, used as it is
+(no corpus stage), or sources that a `corpus import` stage reads into OUT/corpus. Each stage is the `mmkd` subcommand a user would run by hand; the pipeline prints it before running
 it and skips a stage whose output is already complete, so a stopped pipeline picks up where it was.
 """
 

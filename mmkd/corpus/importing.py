@@ -140,6 +140,7 @@ def first_occurrences(keys: np.ndarray) -> np.ndarray:
 
 
 def distinct(keys: np.ndarray) -> int:
+    """Number of distinct keys."""
     return len(np.unique(keys))
 
 

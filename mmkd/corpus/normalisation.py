@@ -51,6 +51,7 @@ def invisible_characters() -> re.Pattern:
 
 @functools.cache
 def invisible_or_control_characters() -> re.Pattern:
+    """Format characters and the control characters of `CONTROL`, in one class."""
     return re.compile(f"[{format_ranges()}{CONTROL_RANGES}]")
 
 
