@@ -8,11 +8,15 @@ dropout differs per rank, so every rank restores its own.
 The export (`output_dir/export/`) takes the fp32 weights: under ZeRO they are gathered from the
 checkpoint's optimizer shards (zero_to_fp32), so they are the master weights, not the bf16 copies
 the engine computes with. It writes
-  hf/                     the student directory (MMKDStudent.save: HF model, tokenizer, projection
-                          heads), loadable with transformers' AutoModel / AutoModelForMaskedLM;
-  sentence_transformers/  Transformer + mean Pooling, loadable with SentenceTransformer(path);
-  embedding_check.json    the engine's embeddings of a few sentences (mean-pooled last layer) and
-                          the largest difference each exported model gives on them.
+  hf/                     the student directory (MMKDStudent.save: the HF masked LM, tokenizer,
+                          projection heads), loadable with AutoModelForMaskedLM (or a task class,
+                          e.g. AutoModelForSequenceClassification, to fine-tune);
+  sentence_transformers/  Transformer + mean Pooling + Dense(P_s) [+ Normalize when the teacher
+                          normalises] (mmkd.models.sentence_transformer): the sentence embedding
+                          that `mmkd eval retrieval` scores, loadable with SentenceTransformer(path);
+  embedding_check.json    the engine's embeddings of a few sentences (the encoder's mean-pooled last
+                          layer, and the sentence embedding) and the largest difference each
+                          exported model gives on them.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from deepspeed.accelerator import get_accelerator
 
 from mmkd.errors import MMKDError
 from mmkd.models.pooling import mean_pool
+from mmkd.models.sentence_transformer import save_sentence_transformer
 from mmkd.models.student import MMKDStudent, load_student
+from mmkd.models.teacher import Teacher
 from mmkd.train_config import TrainConfig, save_train_config
 
 CHECKPOINTS = "checkpoints"
@@ -101,58 +107,53 @@ def fp32_student_state(engine: Any, tag: str, output_dir: str | Path) -> dict[st
             if name.startswith(MODULE_PREFIX)}
 
 
-def student_embeddings(student: MMKDStudent, texts: list[str], max_length: int, device: torch.device
-                       ) -> torch.Tensor:
-    """Mean-pooled last-layer states (len(texts), d_S) float32 on the CPU, in eval mode, no grad.
+def student_embeddings(student: MMKDStudent, texts: list[str], max_length: int, normalize: bool,
+                       device: torch.device) -> dict[str, torch.Tensor]:
+    """{"encoder": mean-pooled last-layer states (N, d_S), "sentence": the sentence embedding (N, d_T),
+    P_s of the former, unit length when `normalize`}, float32 on the CPU, in eval mode, no grad.
 
     Under ZeRO-3 every rank must call it (the forward gathers parameters collectively).
     """
     encoded = student.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    mask = encoded["attention_mask"].to(device)
     with student.evaluating():
-        hidden = student.hidden_states(encoded["input_ids"].to(device), encoded["attention_mask"].to(device))
-        return mean_pool(hidden.float(), encoded["attention_mask"].to(device)).cpu()
+        pooled = mean_pool(student.hidden_states(encoded["input_ids"].to(device), mask).float(), mask)
+        sentence = student.heads.sentence(pooled.to(student.heads.sentence.weight.dtype)).float()
+    sentence = torch.nn.functional.normalize(sentence, dim=-1) if normalize else sentence
+    return {"encoder": pooled.cpu(), "sentence": sentence.cpu()}
 
 
-def export(engine: Any, cfg: TrainConfig, tag: str, teacher_hidden_size: int, texts: list[str]) -> Path:
+def export(engine: Any, cfg: TrainConfig, tag: str, teacher: Teacher, texts: list[str]) -> Path:
     """Write output_dir/export (module docstring) from checkpoint `tag`; every rank calls it."""
     out = Path(cfg.output_dir) / EXPORT
-    reference = student_embeddings(engine.module.student, texts, cfg.max_length, engine.device)
+    reference = student_embeddings(engine.module.student, texts, cfg.max_length, teacher.normalize, engine.device)
     if dist.get_rank() == 0:
-        student = load_student(cfg.student, teacher_hidden_size=teacher_hidden_size)
+        student = load_student(cfg.student, teacher_hidden_size=teacher.hidden_size)
         student.load_state_dict(fp32_student_state(engine, tag, cfg.output_dir))
         student.save(out / HF_DIR)
-        save_sentence_transformer(out / HF_DIR, out / ST_DIR, cfg.max_length, student.d_student)
+        save_sentence_transformer(student, out / ST_DIR, cfg.max_length, teacher.normalize)
         save_train_config(cfg, out / "train_config.json")
         differences = exported_differences(out, texts, reference, cfg.max_length)
         check = {"checkpoint": tag, "engine_dtype": str(next(engine.module.parameters()).dtype),
-                 "texts": texts, "embeddings": reference.tolist(), "max_abs_difference": differences}
+                 "texts": texts, "embeddings": {name: value.tolist() for name, value in reference.items()},
+                 "max_abs_difference": differences}
         (out / CHECK_FILE).write_text(json.dumps(check, indent=1) + "\n")
     dist.barrier()
     return out
 
 
-def save_sentence_transformer(hf_dir: Path, st_dir: Path, max_length: int, dimension: int) -> None:
-    """A sentence-transformers directory: the HF encoder at `hf_dir` plus mean pooling."""
+def exported_differences(out: Path, texts: list[str], reference: dict[str, torch.Tensor], max_length: int
+                         ) -> dict[str, float]:
+    """Largest |embedding - reference| of the exported HF encoder (mean-pooled, against reference["encoder"])
+    and of the sentence-transformers model (against reference["sentence"]) on `texts`."""
     from sentence_transformers import SentenceTransformer
-    try:
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.models import Pooling, Transformer
-
-    encoder = Transformer(str(hf_dir), max_seq_length=max_length)
-    SentenceTransformer(modules=[encoder, Pooling(dimension, pooling_mode="mean")], device="cpu").save(str(st_dir))
-
-
-def exported_differences(out: Path, texts: list[str], reference: torch.Tensor, max_length: int) -> dict[str, float]:
-    """Largest |embedding - reference| of the exported HF model (mean-pooled) and ST model on `texts`."""
-    from sentence_transformers import SentenceTransformer
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(out / HF_DIR)
-    model = AutoModel.from_pretrained(out / HF_DIR).eval()
+    model = AutoModelForMaskedLM.from_pretrained(out / HF_DIR).base_model.eval()
     encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     with torch.no_grad():
         hf = mean_pool(model(**encoded).last_hidden_state, encoded["attention_mask"])
     st = SentenceTransformer(str(out / ST_DIR), device="cpu").encode(texts, convert_to_tensor=True)
-    return {"transformers": float((hf - reference).abs().max()),
-            "sentence_transformers": float((st.cpu() - reference).abs().max())}
+    return {"transformers": float((hf - reference["encoder"]).abs().max()),
+            "sentence_transformers": float((st.cpu() - reference["sentence"]).abs().max())}

@@ -306,7 +306,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.export and tag is not None:
         probe = corpus["dev"] if len(corpus["dev"]) else corpus["train"]
         texts = probe["src"][:4] + probe["tgt"][:4]
-        export_dir = checkpointing.export(engine, cfg, tag, teacher.hidden_size, texts)
+        export_dir = checkpointing.export(engine, cfg, tag, teacher, texts)
     return {"rank": rank, "steps": loop["step"], "stopped_by": stopped_by, "last": last, "export": export_dir}
 
 

@@ -112,24 +112,26 @@ def test_cached_and_live_teacher_give_the_same_dev_loss(zero2, resumed):
 
 
 def test_export_loads_with_transformers_and_sentence_transformers(tiny, zero2):
-    """The exported fp32 weights give the embeddings the engine gave (it computes in bf16: ~1e-2)."""
+    """The exported fp32 weights give the embeddings the engine gave (it computes in bf16: ~1e-2): the
+    HF masked LM's encoder its mean-pooled states, the sentence-transformers model P_s of them."""
     from sentence_transformers import SentenceTransformer
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from mmkd.models.pooling import mean_pool
     from mmkd.models.student import load_student
 
     export = zero2 / "export"
     check = json.loads((export / "embedding_check.json").read_text())
-    reference = torch.tensor(check["embeddings"])
-    assert reference.shape == (8, 48)
+    encoder, sentence = (torch.tensor(check["embeddings"][name]) for name in ("encoder", "sentence"))
+    assert encoder.shape == (8, 48) and sentence.shape == (8, 32)
     by_st = SentenceTransformer(str(export / "sentence_transformers"), device="cpu").encode(
         check["texts"], convert_to_tensor=True)
-    tokenizer, model = AutoTokenizer.from_pretrained(export / "hf"), AutoModel.from_pretrained(export / "hf")
+    tokenizer = AutoTokenizer.from_pretrained(export / "hf")
+    model = AutoModelForMaskedLM.from_pretrained(export / "hf").base_model
     encoded = tokenizer(check["texts"], padding=True, return_tensors="pt")
     with torch.no_grad():
         by_hf = mean_pool(model(**encoded).last_hidden_state, encoded["attention_mask"])
-    for embeddings in (by_st, by_hf):
+    for embeddings, reference in ((by_st, sentence), (by_hf, encoder)):
         torch.testing.assert_close(embeddings, reference, atol=3e-2, rtol=3e-2)
         assert torch.nn.functional.cosine_similarity(embeddings, reference).min() > 0.999
     trained, initial = load_student(export / "hf"), load_student(tiny / "student")

@@ -19,6 +19,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, P
 from mmkd.errors import MMKDError
 from mmkd.models.heads import HEADS_FILE, ProjectionHeads, create_projection_heads
 from mmkd.models.model_files import model_dir, weights_sha256
+from mmkd.models.pooling import mean_pool
 
 STUDENT_FILE = "mmkd_student.json"
 
@@ -76,6 +77,11 @@ class MMKDStudent(nn.Module):
         """Last-layer states (B, L, d_S) of the encoder alone (the MLM head is not run)."""
         inputs = self.model_inputs(input_ids, attention_mask, token_type_ids)
         return self.mlm.base_model(**inputs).last_hidden_state
+
+    def sentence_embedding(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """P_s(mean_pool(last-layer states)) (B, d_T): the student's sentence embedding in the teacher's space,
+        the one SentA trains (method section 3) and the export's Dense module applies."""
+        return self.heads.sentence(mean_pool(self.hidden_states(input_ids, attention_mask), attention_mask))
 
     def mlm_forward(self, input_ids: Tensor, attention_mask: Tensor,
                     token_type_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
