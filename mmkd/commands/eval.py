@@ -14,6 +14,8 @@ RETRIEVAL_EXAMPLES = """examples:
   mmkd eval retrieval --corpus runs/main/corpus --out runs/main/eval \\
       --models teacher,before=runs/main/student,after=runs/main/train/export/hf
   mmkd eval retrieval --corpus C --models runs/x/export/hf --split dev --pool 200 --out DIR
+  mmkd eval retrieval --corpus runs/main/corpus --out-of-domain package:django --out runs/main/eval_ood \
+      --models teacher,after=runs/main/train/export/hf
 A model is `teacher` (its sentence embedding on both sides) or a student directory (`mmkd init-student`
 output, or a training run's export/hf), optionally named `label=path`. A student's embedding is
 P_s(mean-pooled last layer): the projection into the teacher's space that SentA trains.
@@ -30,6 +32,10 @@ def configure_retrieval(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated: teacher, student directories, label=path (see examples)")
     parser.add_argument("--out", required=True, help="directory for retrieval.{json,md,png}")
     parser.add_argument("--split", default="test", help="corpus split (default test)")
+    parser.add_argument("--out-of-domain", default=None, metavar="SOURCE",
+                        help="score pairs from another source instead of a corpus split: gettext catalogs of a "
+                             "locale directory, or package:NAME for those an installed Python package ships "
+                             "(package:django); pairs whose English is in the corpus are dropped")
     parser.add_argument("--pool", type=int, default=1000, help="candidate pool per language (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffle that picks the pool")
     parser.add_argument("--teacher", default=None,
@@ -48,7 +54,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
     report = evaluate_retrieval(args.corpus, parse_models(args.models), split=args.split, teacher=args.teacher,
                                 pool=args.pool, seed=args.seed, batch_size=args.batch_size,
                                 max_length=args.max_length, low_resource_below=args.low_resource_below,
-                                device=args.device)
+                                device=args.device, out_of_domain=args.out_of_domain)
     paths = write_report(report, args.out)
     print(markdown_table(report), end="")
     print(f"written: {', '.join(str(path) for path in paths.values())}")

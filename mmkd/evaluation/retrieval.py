@@ -13,8 +13,9 @@ each group gets the mean of its languages' figures.
 
 Embeddings (an Encoder maps N texts to (N, d_T) float32 on the CPU, batched, under no_grad):
   teacher   the teacher's sentence embedding (its own pooling and normalisation), on both sides;
-  student   P_s(mean_pool(last hidden states)): the projection into the teacher's space that SentA
-            trains, so the MSE to the teacher is meaningful.
+  student   P_s(mean_pool(last hidden states)), normalised when the teacher's embedding is: the
+            projection into the teacher's space that SentA trains (so the MSE to the teacher is
+            meaningful), and exactly what the export's sentence-transformers model computes.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ from torch import Tensor
 from mmkd.corpus.schema import SPLITS, column, language_counts, load_corpus
 from mmkd.data.tokenization import encode_texts
 from mmkd.errors import MMKDError
-from mmkd.models.pooling import mean_pool
 from mmkd.models.student import STUDENT_FILE, MMKDStudent, load_student
 from mmkd.models.teacher import Teacher, load_teacher
 
 Encoder = Callable[[Sequence[str]], Tensor]  # N texts -> (N, d_T) float32, CPU
 TEACHER = "teacher"  # the model name that selects the teacher (on both sides)
+ST_MODULES_FILE = "modules.json"  # what makes a directory a sentence-transformers model
 DIRECTIONS = ("x2y", "y2x")
 GROUPS = ("high", "low")
 LOW_RESOURCE_BELOW = 10_000  # train pairs: a language with fewer is low-resource
@@ -125,14 +126,16 @@ def teacher_encoder(teacher: Teacher, max_length: int, batch_size: int, device: 
     return lambda texts: batched(encode, texts, batch_size)
 
 
-def student_encoder(student: MMKDStudent, max_length: int, batch_size: int, device: torch.device) -> Encoder:
-    """P_s(mean_pool(last hidden)) (B, d_T) of a student already on `device`; eval mode while encoding."""
+def student_encoder(student: MMKDStudent, max_length: int, batch_size: int, device: torch.device,
+                    normalize: bool = False) -> Encoder:
+    """The student's sentence embedding (B, d_T), P_s(mean_pool(last hidden)), unit length when `normalize`
+    (as the teacher's is): what the export's sentence-transformers model computes. The student is
+    already on `device`; eval mode while encoding."""
 
     def encode(texts: list[str]) -> Tensor:
         encoded = encode_texts(student.tokenizer, texts, max_length=max_length)
-        mask = encoded["attention_mask"].to(device)
-        hidden = student.hidden_states(encoded["input_ids"].to(device), mask)
-        return student.heads.sentence(mean_pool(hidden, mask))
+        embeddings = student.sentence_embedding(encoded["input_ids"].to(device), encoded["attention_mask"].to(device))
+        return F.normalize(embeddings, dim=-1) if normalize else embeddings
 
     def encode_all(texts: Sequence[str]) -> Tensor:
         with student.evaluating():
@@ -155,18 +158,33 @@ def parse_models(text: str) -> dict[str, str]:
     return models
 
 
+def sentence_transformer_encoder(path: Path, max_length: int, batch_size: int, device: torch.device) -> Encoder:
+    """`SentenceTransformer(path).encode` (its whole pipeline: pooling, Dense, Normalize), truncating at
+    `max_length` tokens like the other encoders."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(path), device=str(device))
+    model.max_seq_length = max_length
+    return lambda texts: model.encode(list(texts), batch_size=batch_size, convert_to_tensor=True).float().cpu()
+
+
 def load_student_encoder(model: str, teacher: Teacher, max_length: int, batch_size: int, device: torch.device
                          ) -> Encoder:
-    """The encoder of a student directory (`mmkd init-student` output or a training run's export/hf)."""
+    """The encoder of a student directory (`mmkd init-student` output or a training run's export/hf), or of
+    a sentence-transformers directory (a directory with modules.json, e.g. a training run's
+    export/sentence_transformers)."""
     path = Path(model)
     if not path.is_dir():
-        raise MMKDError(f"model {model}: no such directory (give '{TEACHER}', a student directory or "
-                        f"a training run's export/hf)")
+        raise MMKDError(f"model {model}: no such directory (give '{TEACHER}', a student directory, "
+                        f"a training run's export/hf or a sentence-transformers directory)")
+    if (path / ST_MODULES_FILE).is_file():
+        return sentence_transformer_encoder(path, max_length, batch_size, device)
     if not (path / STUDENT_FILE).is_file():
-        raise MMKDError(f"model {model}: not an MMKD student directory (no {STUDENT_FILE}); a training "
-                        f"run's student is in <output_dir>/export/hf")
+        raise MMKDError(f"model {model}: not an MMKD student directory (no {STUDENT_FILE}) nor a "
+                        f"sentence-transformers one (no {ST_MODULES_FILE}); a training run's student is in "
+                        f"<output_dir>/export/hf and <output_dir>/export/sentence_transformers")
     student = load_student(path, teacher_hidden_size=teacher.hidden_size).to(device)
-    return student_encoder(student, max_length, batch_size, device)
+    return student_encoder(student, max_length, batch_size, device, normalize=teacher.normalize)
 
 
 # ---- the evaluation ----
@@ -201,15 +219,25 @@ def evaluate_split(split: Any, encoders: Mapping[str, Encoder], teacher_encode: 
 def evaluate_retrieval(corpus: str | Path, models: Mapping[str, str], *, split: str = "test",
                        teacher: str | None = None, pool: int = 1000, seed: int = 0, batch_size: int = 64,
                        max_length: int = 128, low_resource_below: int = LOW_RESOURCE_BELOW,
-                       device: str | None = None) -> dict[str, Any]:
-    """The retrieval report of `models` ({label: "teacher" | student directory}) on a corpus split."""
+                       device: str | None = None, out_of_domain: str | None = None) -> dict[str, Any]:
+    """The retrieval report of `models` ({label: "teacher" | student directory}) on a corpus split, or,
+    with `out_of_domain` (a source of mmkd.evaluation.out_of_domain), on that source's pairs whose English
+    is in no split of the corpus; languages are grouped by the corpus's train pairs either way."""
     if split not in SPLITS:
         raise MMKDError(f"{corpus}: no split {split!r} (a corpus has {', '.join(SPLITS)})")
     if pool < 1:
         raise MMKDError(f"--pool {pool}: must be at least 1")
     dsd = load_corpus(corpus)
+    train_pairs = {lang: row["train"] for lang, row in language_counts(dsd).items()}
+    source_report = None
+    if out_of_domain is not None:
+        from mmkd.evaluation.out_of_domain import build_out_of_domain
+
+        langs = [lang for lang, count in train_pairs.items() if count > 0]
+        ood, source_report = build_out_of_domain(out_of_domain, langs, dsd)
+        dsd, split = ood, "test"
     if len(dsd[split]) == 0:
-        raise MMKDError(f"{corpus}: split {split!r} is empty")
+        raise MMKDError(f"{out_of_domain or corpus}: split {split!r} is empty")
     run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     the_teacher = load_teacher(teacher)
     teacher_encode = teacher_encoder(the_teacher, max_length, batch_size, run_device)
@@ -217,12 +245,12 @@ def evaluate_retrieval(corpus: str | Path, models: Mapping[str, str], *, split: 
                 load_student_encoder(model, the_teacher, max_length, batch_size, run_device)
                 for label, model in models.items()}
     per_language = evaluate_split(dsd[split], encoders, teacher_encode, pool, seed)
-    train_pairs = {lang: row["train"] for lang, row in language_counts(dsd).items()}
     groups = group_languages(train_pairs, list(per_language), low_resource_below)
     languages = {lang: {**result, "train_pairs": train_pairs.get(lang, 0),
                         "group": "low" if lang in groups["low"] else "high"}
                  for lang, result in per_language.items()}
-    return {"corpus": str(corpus), "split": split, "pool": pool, "seed": seed, "max_length": max_length,
+    return {"corpus": str(corpus), "split": split if out_of_domain is None else "out-of-domain",
+            "out_of_domain": source_report, "pool": pool, "seed": seed, "max_length": max_length,
             "teacher": the_teacher.name, "models": dict(models), "low_resource_below": low_resource_below,
             "languages": languages,
             "groups": group_means({lang: r["models"] for lang, r in per_language.items()}, groups)}
