@@ -40,14 +40,17 @@ class RunOptions:
     data_dir: Path | None = None  # None: the `datasets` hub
 
 
-def evaluate_task(task: TaskSpec, model_path: str | Path, options: RunOptions) -> dict:
+def evaluate_task(task: TaskSpec, model_path: str | Path, options: RunOptions, data: TaskData | None = None) -> dict:
     """Fine-tune `model_path` on `task`'s English data, test it zero-shot on each language; the
-    results dict: per-language metrics (percent) and example counts, their average, the settings."""
+    results dict: per-language metrics (percent) and example counts, their average, the settings.
+    `data`: the task's examples when they are built at run time (the catalog task); None = load them."""
     languages = task_languages(task, options.languages)
     epochs = task.epochs if options.epochs is None else options.epochs
     if epochs < 1:
         raise MMKDError(f"--epochs must be at least 1, not {epochs}")
-    data = load_task_data(task, languages, options.data_dir, options.max_train_examples, options.max_eval_examples)
+    if data is None:
+        data = load_task_data(task, languages, options.data_dir, options.max_train_examples,
+                              options.max_eval_examples)
     if not data.train:
         raise MMKDError(f"{task.name}: no training examples")
     model, tokenizer = load_model(task, model_path, options.seed)
@@ -84,8 +87,8 @@ def load_model(task: TaskSpec, model_path: str | Path, seed: int) -> tuple[PreTr
 
 def classification_features(tokenizer: PreTrainedTokenizerBase, examples: list[dict], max_length: int,
                             with_labels: bool) -> list[dict]:
-    encoding = tokenizer([e["text_a"] for e in examples], [e["text_b"] for e in examples], truncation=True,
-                         max_length=max_length)
+    pairs = [e["text_b"] for e in examples] if any(e["text_b"] is not None for e in examples) else None
+    encoding = tokenizer([e["text_a"] for e in examples], pairs, truncation=True, max_length=max_length)
     features = [{key: encoding[key][i] for key in encoding} for i in range(len(examples))]
     if with_labels:
         for feature, example in zip(features, examples):
