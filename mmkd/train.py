@@ -195,7 +195,7 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     weights = LossWeights(**{TERM_WEIGHTS[name]: value for name, value in cfg.weights.items()})
     loss = MMKDLoss(weights, tau_w=cfg.tau_w, tau=cfg.struct_tau, struct_form=cfg.struct_form,
                     struct_impl=cfg.struct_impl, gather_negatives=cfg.gather_negatives,
-                    gather_sentence_rows=cfg.gather_sentence_rows)
+                    gather_sentence_rows=cfg.gather_sentence_rows, struct_sent_mode=cfg.struct_sent_mode)
     terms = [name for name in TERM_WEIGHTS if cfg.weights[name] > 0]
     collator = MMKDCollator(student.tokenizer, teacher.tokenizer, cfg.max_length, cfg.mlm_probability, cfg.seed)
     return Setup(ds_config, rank, world, corpus, teacher, cache, dev_cache, sampler, micro, accumulation,

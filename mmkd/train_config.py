@@ -19,7 +19,7 @@ from typing import Any
 
 from mmkd.errors import MMKDError
 from mmkd.objectives.combined import TERM_WEIGHTS
-from mmkd.objectives.structure import FORMS, IMPLS
+from mmkd.objectives.structure import FORMS, IMPLS, SENTENCE_MODES
 
 
 @dataclass
@@ -39,6 +39,7 @@ class TrainConfig:
     tau_w: float = 0.05  # XWCL temperature
     struct_tau: float = 0.1  # StrucA temperature
     struct_form: str = "kl"  # StrucA form: "kl" | "pearson"
+    struct_sent_mode: str = "monolingual"  # sentence StrucA: "monolingual" (the method's) | "cross_lingual" (y_i vs every x_j)
     struct_impl: str = "auto"  # StrucA implementation: "reference" | "chunked" | "triton" | "auto"
     gather_negatives: bool = False  # XWCL negatives from every data-parallel rank
     gather_sentence_rows: bool = False  # sentence StrucA over the global batch
@@ -69,6 +70,7 @@ class TrainConfig:
             "student": bool(self.student),
             "teacher_cache": self.live_teacher or bool(self.teacher_cache),
             "struct_form": self.struct_form in FORMS,
+            "struct_sent_mode": self.struct_sent_mode in SENTENCE_MODES,
             "struct_impl": self.struct_impl in IMPLS,
             "max_length": self.max_length >= 8,
             "mlm_probability": 0.0 < self.mlm_probability < 1.0,

@@ -14,7 +14,7 @@ from torch import nn
 from mmkd.objectives import combined
 from mmkd.objectives.combined import LossWeights, MMKDLoss
 from mmkd.objectives.sentence import senta_loss
-from mmkd.objectives.structure import struca_reference
+from mmkd.objectives.structure import cross_lingual_struca_loss, struca_reference
 from mmkd.objectives.tlm import tlm_loss
 from mmkd.objectives.word import xwcl_loss
 
@@ -193,6 +193,19 @@ def test_zero_weights_skip_terms_and_passes(zero, skipped_passes, monkeypatch):
     assert len(student.calls) == 3 - len(skipped_passes)
     total = sum(getattr(weights, combined.TERM_WEIGHTS[name]) * value for name, value in out.terms.items())
     assert out.total.item() == pytest.approx(total.item(), rel=1e-6)
+
+
+def test_cross_lingual_sentence_structure_runs_the_x_pass_and_matches_its_function():
+    student = TinyStudent().eval()
+    batch, teacher = make_batch(seed=3)
+    out = MMKDLoss(SENTENCE_STRUCTURE_ONLY, tau=0.3, struct_sent_mode="cross_lingual")(student, batch, teacher)
+    assert set(out.terms) == {"struca_sent"} and student.passes(batch) == {"x_input_ids", "y_input_ids"}
+    pooled = {side: torch.stack([student.hidden_states(batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"])[b, :n]
+                                 .mean(dim=0) for b, n in enumerate(batch[f"{side}_attention_mask"].sum(1).tolist())])
+              for side in ("x", "y")}
+    want = cross_lingual_struca_loss(student.heads.sentence(pooled["y"]), student.heads.sentence(pooled["x"]),
+                                     teacher.sentence_embedding, tau=0.3)
+    assert out.total.item() == pytest.approx(want.item(), rel=1e-5)
 
 
 def test_invalid_configuration_is_refused():

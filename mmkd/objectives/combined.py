@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from mmkd.models.pooling import mean_pool
 from mmkd.objectives.gather import gather_rows
 from mmkd.objectives.sentence import senta_loss
-from mmkd.objectives.structure import FORMS, IMPLS, struca_loss
+from mmkd.objectives.structure import FORMS, IMPLS, SENTENCE_MODES, cross_lingual_struca_loss, struca_loss
 from mmkd.objectives.tlm import IGNORE_INDEX, tlm_loss
 from mmkd.objectives.word import gather_candidates, xwcl_loss
 from mmkd.phases import phase
@@ -69,6 +69,8 @@ class MMKDLoss(nn.Module):
     """The MMKD objective on one batch (architecture.md "Batches") and its cached teacher outputs.
 
     tau_w: XWCL temperature; tau, struct_form, struct_impl: StrucA's (both granularities).
+    struct_sent_mode: sentence StrucA "monolingual" (the method's: e^S(y) among themselves) or
+    "cross_lingual" (structure.cross_lingual_struca_loss: P_s e^S(y_i) against every P_s e^S(x_j)).
     gather_negatives: XWCL negatives from every data-parallel rank. gather_sentence_rows: sentence
     StrucA over the global batch; gradients flow to the local rows only, scaled by the world size so
     that the data-parallel average of the ranks' gradients is the global loss's gradient.
@@ -76,8 +78,13 @@ class MMKDLoss(nn.Module):
 
     def __init__(self, weights: LossWeights | None = None, *, tau_w: float = 0.05, tau: float = 0.1,
                  struct_form: str = "kl", struct_impl: str = "auto", gather_negatives: bool = False,
-                 gather_sentence_rows: bool = False) -> None:
+                 gather_sentence_rows: bool = False, struct_sent_mode: str = "monolingual") -> None:
         super().__init__()
+        if struct_sent_mode not in SENTENCE_MODES:
+            raise ValueError(f"MMKDLoss: struct_sent_mode must be one of {SENTENCE_MODES}, got {struct_sent_mode!r}")
+        if struct_sent_mode == "cross_lingual" and gather_sentence_rows:
+            raise ValueError("MMKDLoss: struct_sent_mode cross_lingual works within the local batch; "
+                             "set gather_sentence_rows false")
         if struct_form not in FORMS:
             raise ValueError(f"MMKDLoss: struct_form must be one of {FORMS}, got {struct_form!r}")
         if struct_impl not in IMPLS:
@@ -86,17 +93,19 @@ class MMKDLoss(nn.Module):
         self.tau_w, self.tau = tau_w, tau
         self.struct_form, self.struct_impl = struct_form, struct_impl
         self.gather_negatives, self.gather_sentence_rows = gather_negatives, gather_sentence_rows
+        self.struct_sent_mode = struct_sent_mode
 
     def forward(self, student: MMKDStudent, batch: Mapping[str, Tensor],
                 teacher: TeacherOutputs) -> MMKDLossOutput:
         """The terms and their weighted total; `teacher` holds the teacher's outputs for the batch's x."""
         w = self.weights
+        cross_lingual = bool(w.w_struct_sent) and self.struct_sent_mode == "cross_lingual"
         terms: dict[str, Tensor] = {}
         with phase("student_forward"):  # the passes in the order that draws their dropout masks
             if w.w_tlm or w.w_xwcl:
                 logits, hidden_tlm = student.mlm_forward(batch["tlm_input_ids"], batch["tlm_attention_mask"],
                                                          batch["tlm_token_type_ids"])
-            if w.w_sent or w.w_struct_tok:
+            if w.w_sent or w.w_struct_tok or cross_lingual:
                 hidden_x = student.hidden_states(batch["x_input_ids"], batch["x_attention_mask"])
             if w.w_sent or w.w_struct_sent:
                 hidden_y = student.hidden_states(batch["y_input_ids"], batch["y_attention_mask"])
@@ -107,14 +116,19 @@ class MMKDLoss(nn.Module):
         if w.w_xwcl:
             with phase("loss/xwcl"):
                 terms["xwcl"] = self._xwcl(student, batch, teacher, hidden_tlm)
+        if w.w_sent or cross_lingual:
+            project = student.heads.sentence
+            projected_x = project(mean_pool(hidden_x, batch["x_attention_mask"]))
+            projected_y = project(pooled_y)
         if w.w_sent:
             with phase("loss/senta"):
-                project = student.heads.sentence
-                pooled_x = mean_pool(hidden_x, batch["x_attention_mask"])
-                terms["senta"] = senta_loss(project(pooled_x), project(pooled_y), teacher.sentence_embedding)
+                terms["senta"] = senta_loss(projected_x, projected_y, teacher.sentence_embedding)
         if w.w_struct_sent:
             with phase("loss/struca_sent"):
-                terms["struca_sent"] = self._struca_sentence(pooled_y, teacher.sentence_embedding)
+                terms["struca_sent"] = (
+                    cross_lingual_struca_loss(projected_y, projected_x, teacher.sentence_embedding, tau=self.tau,
+                                              form=self.struct_form) if cross_lingual
+                    else self._struca_sentence(pooled_y, teacher.sentence_embedding))
         if w.w_struct_tok:
             with phase("loss/struca_tok"):
                 match = batch["match_x"]
