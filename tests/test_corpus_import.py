@@ -213,8 +213,8 @@ def test_empty_over_long_and_out_of_range_are_counted_not_used(tmp_path):
     dsd, report = import_corpus([path], max_chars=100)
     assert all_rows(dsd) == [row("Open the file", "Datei öffnen", "de", [[0, 0], [2, 1]]),
                              row("Save the file", "Speichern", "de", None)]
-    assert report["checks"] == {"empty": 2, "over_long": 1, "alignment_out_of_range": 1, "duplicate": 0,
-                                "split_overlap": 0}
+    assert report["checks"] == {"empty": 2, "over_long": 1, "alignment_out_of_range": 1,
+                                "alignment_words_changed": 0, "duplicate": 0, "split_overlap": 0}
 
 
 def test_given_splits_must_be_named_for_all_inputs(tmp_path):

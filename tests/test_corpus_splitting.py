@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from mmkd.corpus.splitting import separate_given_splits, split_of, split_rows
+from mmkd.corpus.schema import SPLITS
+from mmkd.corpus.splitting import first_split_of_each_message, message_key, split_codes, split_of, split_rows
 from mmkd.errors import MMKDError
 
 SOURCES = [f"Could not open archive number {i} for reading" for i in range(3000)]
@@ -54,14 +56,16 @@ def test_bad_fractions_are_refused():
         split_rows([], 0, -0.1, 0.1)
 
 
+def test_split_codes_of_key_arrays_match_split_of():
+    keys = np.array([message_key(src, 5) for src in SOURCES], dtype=np.uint64)
+    assert [SPLITS[code] for code in split_codes(keys, 0.2, 0.3)] == [split_of(src, 5, 0.2, 0.3) for src in SOURCES]
+
+
 def test_given_splits_are_made_disjoint_test_first():
-    given = {
-        "train": [row("Shared by all"), row("Only in train"), row("Shared with dev")],
-        "dev": [row("Shared by all", "fr"), row("shared  with DEV")],
-        "test": [row("Shared by all", "eu")],
-    }
-    by_split, removed = separate_given_splits(given)
-    assert removed == 3
-    assert [r["src"] for r in by_split["test"]] == ["Shared by all"]
-    assert [r["src"] for r in by_split["dev"]] == ["shared  with DEV"]
-    assert [r["src"] for r in by_split["train"]] == ["Only in train"]
+    given = [("train", "Shared by all"), ("train", "Only in train"), ("train", "Shared with dev"),
+             ("dev", "Shared by all"), ("dev", "shared  with DEV"), ("test", "Shared by all")]
+    keys = np.array([message_key(src, 0) for _, src in given], dtype=np.uint64)
+    codes = np.array([SPLITS.index(split) for split, _ in given], dtype=np.int8)
+    kept = first_split_of_each_message(keys, codes)
+    assert [given[i] for i in np.flatnonzero(kept)] == [("train", "Only in train"), ("dev", "shared  with DEV"),
+                                                        ("test", "Shared by all")]

@@ -79,3 +79,36 @@ def test_a_failing_stage_stops_and_a_rerun_resumes_training(fake_stages, capsys)
     calls.clear()
     assert cli.main(["pipeline", "--out", str(out)]) == 0
     assert [argv[0] for argv in calls] == ["train", "eval"] and "--resume" in calls[0]
+
+
+def test_corpus_sources_are_imported_instead_of_the_built_in_corpus(fake_stages):
+    calls, _, out = fake_stages
+    argv = ["pipeline", "--out", str(out), "--corpus", "data/train.tsv", "data/test.tsv",
+            "--import-args=--lang de --on-error skip", "--seed", "3"]
+    assert cli.main(argv) == 0
+    assert calls[0] == ["corpus", "import", "data/train.tsv", "data/test.tsv", "--lang", "de", "--on-error", "skip",
+                        "--seed", "3", "--out", str(out / "corpus")]
+    assert all(f"--corpus={out / 'corpus'}" in argv or str(out / "corpus") in argv for argv in calls[1:])
+
+
+def test_an_existing_corpus_directory_is_used_as_it_is(fake_stages, tmp_path):
+    from mmkd.corpus.schema import make_corpus, save_corpus
+
+    calls, _, out = fake_stages
+    corpus = tmp_path / "my-corpus"
+    save_corpus(make_corpus({"train": [{"src": "Open the file", "tgt": "Datei öffnen", "lang": "de",
+                                        "alignment": None}]}), {}, corpus)
+    assert cli.main(["pipeline", "--out", str(out), "--corpus", str(corpus)]) == 0
+    assert [argv[0] for argv in calls] == ["init-student", "cache-teacher", "cache-teacher", "train", "eval"]
+    assert calls[0][calls[0].index("--corpus") + 1] == str(corpus)
+    assert f"--corpus={corpus}" in calls[3] and calls[4][calls[4].index("--corpus") + 1] == str(corpus)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--corpus", "data/pairs.tsv", "--langs", "de"], "--langs chooses the languages of the built-in corpus"),
+    (["--import-args=--lang de"], "--import-args needs --corpus"),
+])
+def test_corpus_options_that_conflict_are_refused(fake_stages, capsys, extra, message):
+    calls, _, out = fake_stages
+    assert cli.main(["pipeline", "--out", str(out), *extra]) == 2
+    assert message in capsys.readouterr().err and calls == []

@@ -11,8 +11,9 @@ from mmkd.corpus.bad_input import ON_ERROR
 from mmkd.corpus.builtin import DEFAULT_LANGS, DEFAULT_LOCALE_DIR, build_builtin_corpus
 from mmkd.corpus.cleaning import CleaningConfig
 from mmkd.corpus.importing import import_corpus
+from mmkd.corpus.language_codes import parse_language_list
 from mmkd.corpus.schema import REPORT_FILE, format_count_table, language_counts, load_corpus, save_corpus
-from mmkd.corpus.user_formats import FORMATS, Columns
+from mmkd.corpus.user_formats import FORMATS, Columns, DatasetOptions
 from mmkd.errors import MMKDError
 
 EXAMPLES = """examples:
@@ -23,7 +24,11 @@ EXAMPLES = """examples:
   mmkd corpus import data/train.en data/train.de data/train.fr --out runs/corpus-moses
   mmkd corpus import data/train.jsonl data/dev.jsonl data/test.jsonl --out runs/corpus-json
   mmkd corpus import data/pairs.tsv --lang de --alignments data/pairs.align --out runs/corpus-aligned
-  mmkd corpus import wmt14 --dataset-config de-en --out runs/corpus-wmt
+  mmkd corpus import parallel-en-de-fr.tsv.gz --langs de,fr --out runs/corpus-st
+  mmkd corpus import data/pairs.tsv data/hf-dir opus_books --lang de --dataset-config de-en,en-fr \
+      --out runs/corpus-merged
+  mmkd corpus import wmt14 --dataset-config de-en --split train,test --max-rows 1000000 --streaming \
+      --out runs/corpus-wmt
   mmkd corpus stats runs/corpus
 """
 
@@ -80,21 +85,30 @@ def add_build_parser(actions: argparse._SubParsersAction) -> None:
 def add_import_parser(actions: argparse._SubParsersAction) -> None:
     columns = Columns()
     parser = actions.add_parser(
-        "import", help="import TSV, JSONL, Moses files or a datasets corpus",
-        description="Read user corpora into the corpus schema. Formats (by extension unless --format): "
-                    ".tsv = src<TAB>tgt[<TAB>lang[<TAB>alignment]] or a header line naming those columns; "
+        "import", help="import TSV, JSONL, Moses files or datasets sources into one corpus",
+        description="Read user corpora, in any mix of formats, into one corpus in the schema. Formats (by "
+                    "extension unless --format; a file may end in .gz): "
+                    ".tsv = src<TAB>tgt[<TAB>lang[<TAB>alignment]] or a header line naming those columns, "
+                    "or with --langs the sentence-transformers parallel-sentences layout en<TAB>tr1<TAB>tr2...; "
                     ".jsonl = one {src, tgt, lang, alignment} or {translation: {en, xx}} object per line; "
                     "other files = Moses PREFIX.en with PREFIX.xx (one or more, language from the suffix); "
-                    "a directory or other name = a datasets save_to_disk directory or dataset name. "
-                    "Inputs named train/dev/valid/test keep their splits (a message in several keeps "
-                    "the test, then dev, copy); otherwise pairs are split by English message. "
-                    "Empty sides, over-long pairs, duplicates and out-of-range alignment links (the pair "
-                    "is kept without them) are counted in report.json and printed.")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files, a directory or a dataset name")
+                    "a directory or other name = a datasets save_to_disk directory or what "
+                    "datasets.load_dataset loads. Text is normalised (NFC; zero-width, BOM and control "
+                    "characters removed; whitespace collapsed). Inputs named train/dev/valid/test keep "
+                    "their splits (a message in several keeps the test, then dev, copy; a dev or test split "
+                    "that no input gives is carved from train by English message); otherwise pairs are "
+                    "split by English message. Empty sides (no letter or digit), over-long pairs, "
+                    "duplicates and out-of-range alignment links (the pair is kept without them) are "
+                    "counted in report.json and printed.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or dataset names")
     parser.add_argument("--out", required=True, help="new corpus directory (must not exist or be empty)")
-    parser.add_argument("--format", default="auto", choices=FORMATS, help="input format (default: by extension)")
+    parser.add_argument("--format", default="auto", choices=FORMATS,
+                        help="format of every input (default: each by its extension)")
     parser.add_argument("--lang", default=None,
                         help="language of pairs that name none (TSV without lang column, ...)")
+    parser.add_argument("--langs", default=None, metavar="L1,L2",
+                        help="TSV inputs are parallel sentences: English, then one column per language "
+                             "named here, in order (e.g. de,fr)")
     parser.add_argument("--src-lang", default="en",
                         help="code of the English side: Moses suffix, translation key (default en)")
     parser.add_argument("--alignments", action="append", default=[], metavar="FILE",
@@ -102,8 +116,9 @@ def add_import_parser(actions: argparse._SubParsersAction) -> None:
                              "repeat it once per input, in input order (Moses: per translation file)")
     parser.add_argument("--on-error", default="fail", choices=ON_ERROR,
                         help="a malformed line (column count, JSON, missing field, Pharaoh token, "
-                             "encoding): fail names its file and line and stops (default); skip skips "
-                             "and counts it. Line counts that differ between paired files always fail.")
+                             "encoding, a lang column that is no language code): fail names its file and "
+                             "line and stops (default); skip skips and counts it. Line counts that differ "
+                             "between paired files always fail.")
     parser.add_argument("--max-chars", type=int, default=1000,
                         help="drop (and count) pairs with a side longer than this many characters (default 1000)")
     parser.add_argument("--resplit", action="store_true", help="ignore given splits, split by English message")
@@ -111,8 +126,18 @@ def add_import_parser(actions: argparse._SubParsersAction) -> None:
     for name in ("src", "tgt", "lang", "alignment", "translation"):
         group.add_argument(f"--{name}-column", default=getattr(columns, name), metavar="NAME",
                            help=f"default {getattr(columns, name)!r}")
-    group.add_argument("--dataset-config", default=None,
-                       help="configuration name for a datasets name (e.g. de-en)")
+    group = parser.add_argument_group("datasets sources")
+    group.add_argument("--dataset-config", default=None, metavar="C1,C2",
+                       help="configurations to read, each in turn (e.g. de-en,en-fr); default: the dataset's own")
+    group.add_argument("--split", default=None, metavar="S1,S2",
+                       help="splits to read (e.g. train,test; default all)")
+    group.add_argument("--data-files", action="append", default=None, metavar="PATTERN",
+                       help="data files of the source, as datasets.load_dataset takes them (repeatable)")
+    group.add_argument("--revision", default=None, help="git revision (branch, tag, commit) of a Hub dataset")
+    group.add_argument("--max-rows", type=int, default=None, metavar="N",
+                       help="read at most this many rows (the first) of each split of each configuration")
+    group.add_argument("--streaming", action="store_true",
+                       help="stream the source (rows fetched as read, nothing downloaded whole first)")
     add_split_options(parser)
     parser.set_defaults(func=run_import)
 
@@ -153,18 +178,32 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def comma_list(value: str | None) -> list[str] | None:
+    """'a,b' -> ['a', 'b']; None stays None."""
+    return None if value is None else [part.strip() for part in value.split(",") if part.strip()]
+
+
 def run_import(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     columns = Columns(args.src_column, args.tgt_column, args.lang_column, args.alignment_column,
                       args.translation_column)
+    dataset_options = DatasetOptions(
+        configs=comma_list(args.dataset_config) or [None], splits=comma_list(args.split),
+        data_files=args.data_files, revision=args.revision, max_rows=args.max_rows, streaming=args.streaming)
     dsd, report = import_corpus(
         args.inputs, fmt=args.format, lang=args.lang, src_lang=args.src_lang, columns=columns,
         alignments=args.alignments, on_error=args.on_error, max_chars=args.max_chars, seed=args.seed,
         dev_fraction=args.dev_fraction, test_fraction=args.test_fraction, resplit=args.resplit,
-        dataset_config=args.dataset_config)
+        langs=None if args.langs is None else parse_language_list(args.langs, "--langs"),
+        dataset_options=dataset_options)
     save_corpus(dsd, report, args.out)
     print(format_count_table(report["counts"]))
-    print(f"splits: {report['splits']}")
+    carved = f" ({', '.join(report['carved_from_train'])} carved from train)" if report["carved_from_train"] else ""
+    print(f"splits: {report['splits']}{carved}")
+    normalisation = report["normalisation"]
+    print_counters("normalised pairs", normalisation["changed"])
+    print(f"merged by normalisation: {normalisation['merged_pairs']} pairs, "
+          f"{normalisation['merged_messages']} English messages")
     print_counters("checks", report["checks"])
     bad_input = report["bad_input"]
     print(f"malformed lines skipped: {bad_input['skipped']}")

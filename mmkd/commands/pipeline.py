@@ -1,6 +1,7 @@
 """`mmkd pipeline`: the main job on the offline defaults, stage by stage.
 
-Each stage is the `mmkd` subcommand a user would run by hand; the pipeline prints it before running
+The corpus is the built-in one (`corpus build`), or `--corpus`: one corpus directory, used as it is
+(no corpus stage), or sources that a `corpus import` stage reads into OUT/corpus. Each stage is the `mmkd` subcommand a user would run by hand; the pipeline prints it before running
 it and skips a stage whose output is already complete, so a stopped pipeline picks up where it was.
 """
 
@@ -14,11 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmkd.corpus.builtin import DEFAULT_LANGS
+from mmkd.corpus.schema import is_corpus_directory
+from mmkd.errors import MMKDError
 
 EXAMPLES = """examples:
   mmkd pipeline                          # built-in corpus, default languages, into runs/main
   mmkd pipeline --train-steps 100        # a shorter training run
   mmkd pipeline --out runs/big --langs de,fr,es,ru,zh_CN,ar,hi,eu,xh
+  mmkd pipeline --corpus runs/corpus-st  # an existing corpus directory (mmkd corpus build/import)
+  mmkd pipeline --corpus data/train.tsv data/test.tsv --import-args="--lang de" --out runs/de
 """
 
 
@@ -31,11 +36,30 @@ class Stage:
     done: Callable[[], bool]
 
 
+def corpus_stage(args: argparse.Namespace, corpus: Path) -> Stage:
+    """The stage that writes `corpus`: `corpus import` of the --corpus sources, else `corpus build`."""
+    if args.corpus is None:
+        argv = ["corpus", "build", "--langs", args.langs or ",".join(DEFAULT_LANGS)]
+    else:
+        argv = ["corpus", "import", *args.corpus, *shlex.split(args.import_args or "")]
+    return Stage("corpus", [*argv, "--seed", str(args.seed), "--out", str(corpus)],
+                 lambda: (corpus / "report.json").is_file())
+
+
 def stages(args: argparse.Namespace) -> list[Stage]:
     from mmkd.evaluation.retrieval import REPORT_FILES
 
+    if args.corpus is not None and args.langs is not None:
+        raise MMKDError("--langs chooses the languages of the built-in corpus; with --corpus, give import "
+                        "options in --import-args (e.g. --import-args='--langs de,fr')")
+    if args.import_args is not None and args.corpus is None:
+        raise MMKDError("--import-args needs --corpus SOURCE... (the sources to import)")
     out = Path(args.out)
-    corpus, student, train, evaluation = out / "corpus", out / "student", out / "train", out / "eval"
+    given = args.corpus is not None and len(args.corpus) == 1 and is_corpus_directory(args.corpus[0])
+    if given and args.import_args is not None:
+        raise MMKDError(f"--corpus {args.corpus[0]} is a corpus directory, used as it is: drop --import-args")
+    corpus = Path(args.corpus[0]) if given else out / "corpus"
+    student, train, evaluation = out / "student", out / "train", out / "eval"
     caches = {split: out / f"teacher_cache_{split}" for split in ("train", "dev")}
     train_argv = ["train", args.recipe, f"--corpus={corpus}", f"--student={student}",
                   f"--teacher_cache={caches['train']}", f"--dev_teacher_cache={caches['dev']}",
@@ -47,9 +71,7 @@ def stages(args: argparse.Namespace) -> list[Stage]:
     if (train / "checkpoints").is_dir():
         train_argv.append("--resume")  # a stopped pipeline continues its training run
     return [
-        Stage("corpus", ["corpus", "build", "--langs", args.langs, "--seed", str(args.seed),
-                         "--out", str(corpus)],
-              lambda: (corpus / "report.json").is_file()),
+        *([] if given else [corpus_stage(args, corpus)]),
         Stage("student", ["init-student", "--corpus", str(corpus), "--out", str(student),
                           "--vocab-size", str(args.vocab_size), "--seed", str(args.seed)],
               lambda: (student / "mmkd_student.json").is_file()),
@@ -68,11 +90,19 @@ def stages(args: argparse.Namespace) -> list[Stage]:
 def configure(parser: argparse.ArgumentParser) -> None:
     """Fill in the `pipeline` parser (see mmkd/cli.py)."""
     parser.description = ("Run every stage of MMKD on the offline defaults (the machine's gettext catalogs, "
-                          "the packaged all-MiniLM-L6-v2 teacher), skipping stages already complete.")
+                          "the packaged all-MiniLM-L6-v2 teacher) or on a corpus of your own (--corpus), "
+                          "skipping stages already complete.")
     parser.epilog = EXAMPLES
     parser.add_argument("--out", default="runs/main", help="run directory (default runs/main)")
-    parser.add_argument("--langs", default=",".join(DEFAULT_LANGS),
+    parser.add_argument("--langs", default=None,
                         help=f"languages of the built-in corpus (default {','.join(DEFAULT_LANGS)})")
+    parser.add_argument("--corpus", nargs="+", default=None, metavar="SOURCE",
+                        help="a corpus directory (mmkd corpus build/import) to use as it is, or sources to "
+                             "import into OUT/corpus with mmkd corpus import (files, directories, dataset "
+                             "names); default: build the built-in gettext corpus")
+    parser.add_argument("--import-args", default=None, metavar="'OPTIONS'",
+                        help="options of mmkd corpus import for the --corpus sources, in one string "
+                             "(--import-args='--lang de --on-error skip')")
     parser.add_argument("--vocab-size", type=int, default=32000, help="student vocabulary size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recipe", default="recipes/cpu_main.yaml", help="training recipe (default: %(default)s)")

@@ -1,8 +1,8 @@
 """Cleaning of (English, translation) message pairs into sentence-like training pairs.
 
-Text rules rewrite both sides, in `TEXT_RULES` order: command-line option columns, newlines and
-whitespace, markup, accelerators, format specifiers, whitespace again. Pair filters then drop a pair,
-in `PAIR_FILTERS` order, and the first filter that drops it is the one counted: empty side,
+Text rules rewrite both sides, in `TEXT_RULES` order: Unicode (NFC, invisible and control
+characters removed: normalisation.py), command-line option columns, newlines and whitespace, markup,
+accelerators, format specifiers, whitespace again. Pair filters then drop a pair, in `PAIR_FILTERS` order, and the first filter that drops it is the one counted: empty side,
 untranslated, code-like English, English length in words, length ratio in characters; last come
 duplicates of (lang, src, tgt). `clean_pairs` returns the kept pairs and the counters
 {"changed": {text rule: pairs it changed}, "dropped": {filter: pairs it dropped}}.
@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
+from mmkd.corpus.normalisation import normalise_characters
 from mmkd.errors import MMKDError
 
 
@@ -141,6 +142,7 @@ def strip_format_specifiers(text: str) -> str:
 
 
 TEXT_RULES: tuple[tuple[str, Callable[[str], str]], ...] = (
+    ("unicode", normalise_characters),
     ("option_column", strip_option_column),
     ("whitespace", normalise_whitespace),
     ("markup", strip_markup),

@@ -6,9 +6,13 @@ kind, message). A parallel alignment file (one Pharaoh line per item) is zipped 
 `with_parallel_alignments`. A stream names a split when its file's name starts with train, dev,
 valid, validation or test (train.tsv, dev.de.jsonl, test.en) or its `datasets` split is so named.
 
-Layouts:
-- TSV: `src<TAB>tgt[<TAB>lang[<TAB>alignment]]`, no quoting; or a first line naming those
-  columns (e.g. `src<TAB>tgt<TAB>alignment`), which then fixes the column order.
+Layouts (a file may be gzip-compressed: pairs.tsv.gz):
+- TSV: `src<TAB>tgt[<TAB>lang[<TAB>alignment]]`, no quoting, the lang column a language code
+  (language_codes.py); or a first line naming those columns (e.g. `src<TAB>tgt<TAB>alignment`),
+  which then fixes the column order.
+- parallel sentences (sentence-transformers' format), read as TSV when the languages are given:
+  `en<TAB>tr_1<TAB>...<TAB>tr_k`, English then one translation per language, in the given order;
+  one item per translation.
 - JSONL: one object per line with the fields of `Columns` ({"src", "tgt", "lang", "alignment"}),
   or {"translation": {"en": ..., "xx": ...}} with one target language.
 - Moses: PREFIX.en with one or more PREFIX.xx; the language is the file suffix.
@@ -19,6 +23,7 @@ a missing field or null means unknown.
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -28,6 +33,8 @@ from pathlib import Path
 import datasets
 
 from mmkd.corpus.alignment import AlignmentFormatError, parse_pharaoh
+from mmkd.corpus.language_codes import is_language_code
+from mmkd.corpus.schema import load_saved_dataset
 from mmkd.errors import MMKDError
 
 FORMATS = ("auto", "tsv", "jsonl", "moses", "datasets")
@@ -88,7 +95,7 @@ def split_from_name(name: str) -> str | None:
 
 def numbered_lines(path: str | Path) -> Iterator[tuple[int, str | None]]:
     """(1-based line number, text without its line break) per line; None where not UTF-8."""
-    with open(path, "rb") as fp:
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as fp:
         for number, raw in enumerate(fp, 1):
             if number == 1:
                 raw = raw.removeprefix(b"\xef\xbb\xbf")
@@ -103,15 +110,25 @@ def is_tsv_header(fields: Sequence[str]) -> bool:
     return set(fields) <= set(TSV_COLUMNS) and {"src", "tgt"} <= set(fields) and len(set(fields)) == len(fields)
 
 
-def read_tsv(path: str | Path) -> Iterator[Item]:
-    """Items of a TSV file (see the module docstring for the layout)."""
-    header: list[str] | None = None
+def tab_separated_lines(path: str | Path) -> Iterator[tuple[str, int, list[str]] | BadLine]:
+    """(where, line number, fields) per line, or a BadLine where the line is not UTF-8."""
     for number, line in numbered_lines(path):
         where = f"{path}:{number}"
-        if line is None:
-            yield BadLine(where, "encoding", NOT_UTF8)
+        yield BadLine(where, "encoding", NOT_UTF8) if line is None else (where, number, line.split("\t"))
+
+
+def read_tsv(path: str | Path, langs: Sequence[str] | None = None) -> Iterator[Item]:
+    """Items of a TSV file (see the module docstring for the layout); `langs` given: the parallel
+    sentences layout, column i + 1 a translation into langs[i]."""
+    if langs:
+        yield from read_parallel_sentences(path, langs)
+        return
+    header: list[str] | None = None
+    for line in tab_separated_lines(path):
+        if isinstance(line, BadLine):
+            yield line
             continue
-        fields = line.split("\t")
+        where, number, fields = line
         if number == 1 and is_tsv_header(fields):
             header = fields
             continue
@@ -124,7 +141,28 @@ def read_tsv(path: str | Path) -> Iterator[Item]:
                           f"(src, tgt[, lang[, alignment]]), got {len(fields)}")
             continue
         values = dict(zip(header or TSV_COLUMNS, fields))
-        yield Record(where, values["src"], values["tgt"], values.get("lang") or None, values.get("alignment"))
+        lang = values.get("lang") or None
+        if lang is not None and not is_language_code(lang.strip()):
+            yield BadLine(where, "lang", f"the lang column holds {lang[:40]!r}, not a language code; if the "
+                          f"columns after the English are translations (parallel sentences), name their "
+                          f"languages in order with --langs (e.g. --langs de,fr)")
+            continue
+        yield Record(where, values["src"], values["tgt"], lang and lang.strip(), values.get("alignment"))
+
+
+def read_parallel_sentences(path: str | Path, langs: Sequence[str]) -> Iterator[Item]:
+    """Items of an `en<TAB>tr_1<TAB>...<TAB>tr_k` file: one Record per translation column."""
+    for line in tab_separated_lines(path):
+        if isinstance(line, BadLine):
+            yield line
+            continue
+        where, _, fields = line
+        if len(fields) != 1 + len(langs):
+            yield BadLine(where, "columns", f"expected {1 + len(langs)} tab-separated columns (English, then "
+                          f"{', '.join(langs)} as given by --langs), got {len(fields)}")
+            continue
+        for lang, tgt in zip(langs, fields[1:]):
+            yield Record(where, fields[0], tgt, lang)
 
 
 def record_from_mapping(row: Mapping, columns: Columns, src_lang: str, where: str) -> Item:
@@ -201,8 +239,27 @@ def moses_streams(paths: Sequence[Path], src_lang: str) -> list[Stream]:
     return streams
 
 
-def read_dataset(name: str, dataset: datasets.Dataset, columns: Columns, src_lang: str) -> Iterator[Item]:
-    """Items of a `datasets.Dataset`, where = '<name> row <i>'."""
+@dataclass(frozen=True)
+class DatasetOptions:
+    """How to read a `datasets` source: configurations (each read in turn, None = the default),
+    splits (None = all), data files and revision as `datasets.load_dataset` takes them, the most
+    rows read per split (None = all), and streaming (rows are fetched as they are read)."""
+
+    configs: Sequence[str | None] = (None,)
+    splits: Sequence[str] | None = None
+    data_files: Sequence[str] | None = None
+    revision: str | None = None
+    max_rows: int | None = None
+    streaming: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_rows is not None and self.max_rows < 1:
+            raise MMKDError(f"max_rows must be >= 1, got {self.max_rows}")
+
+
+def read_dataset(name: str, dataset: datasets.Dataset | datasets.IterableDataset, columns: Columns,
+                 src_lang: str) -> Iterator[Item]:
+    """Items of a `datasets.Dataset` or `IterableDataset`, read in batches; where = '<name> row <i>'."""
     index = 0
     for batch in dataset.iter(batch_size=1000):
         for values in zip(*batch.values()):
@@ -210,35 +267,56 @@ def read_dataset(name: str, dataset: datasets.Dataset, columns: Columns, src_lan
             index += 1
 
 
-def dataset_streams(spec: str, columns: Columns, src_lang: str, config: str | None) -> list[Stream]:
-    """Streams of a save_to_disk directory, or of anything `datasets.load_dataset` loads (a dataset
-    name, a folder of data files), one per split."""
+def load_dataset_splits(spec: str, config: str | None, options: DatasetOptions) -> dict[str | None, object]:
+    """{split: Dataset or IterableDataset} of a save_to_disk directory or of anything
+    `datasets.load_dataset` loads (a dataset name, a folder of data files); split None = unsplit."""
     if any((Path(spec) / marker).is_file() for marker in SAVE_TO_DISK_MARKERS):
-        loaded = datasets.load_from_disk(spec)
+        loaded = load_saved_dataset(spec)
+        splits = {None: loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
+        if options.streaming:
+            splits = {split: dataset.to_iterable_dataset() for split, dataset in splits.items()}
     else:
         try:
-            loaded = datasets.load_dataset(spec, config)
+            loaded = datasets.load_dataset(spec, config, data_files=options.data_files and list(options.data_files),
+                                           revision=options.revision, streaming=options.streaming)
         except Exception as err:  # the library raises many types (not found, offline, bad config)
             raise MMKDError(f"{spec}: not a save_to_disk directory, and datasets cannot load it "
                             f"({type(err).__name__}: {err})") from err
-    splits = {None: loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
+        splits = {None: loaded} if isinstance(loaded, (datasets.Dataset, datasets.IterableDataset)) else dict(loaded)
+    if options.splits is not None:
+        missing = [split for split in options.splits if split not in splits]
+        if missing:
+            raise MMKDError(f"{spec}: has no split {missing[0]!r} (its splits: {sorted(map(str, splits))})")
+        splits = {split: splits[split] for split in options.splits}
+    if options.max_rows is not None:
+        splits = {split: dataset.take(options.max_rows) if isinstance(dataset, datasets.IterableDataset)
+                  else dataset.select(range(min(options.max_rows, len(dataset))))
+                  for split, dataset in splits.items()}
+    return splits
+
+
+def dataset_streams(spec: str, columns: Columns, src_lang: str, options: DatasetOptions) -> list[Stream]:
+    """One stream per (configuration, split) of a `datasets` source (see load_dataset_splits)."""
     streams = []
-    for split, dataset in splits.items():
-        name = spec if split is None else f"{spec}[{split}]"
-        names = set(dataset.column_names)
-        if not ({columns.src, columns.tgt} <= names or columns.translation in names):
-            raise MMKDError(f"{name}: needs columns {columns.src!r} and {columns.tgt!r}, or "
-                            f"{columns.translation!r}; has {sorted(names)} (see the column options)")
-        if split is not None and split not in SPLIT_NAMES:
-            raise MMKDError(f"{name}: split {split!r} is none of {sorted(SPLIT_NAMES)}")
-        streams.append(Stream(name, None if split is None else SPLIT_NAMES[split],
-                              read_dataset(name, dataset, columns, src_lang)))
+    for config in options.configs:
+        for split, dataset in load_dataset_splits(spec, config, options).items():
+            name = spec + ("" if config is None else f":{config}") + ("" if split is None else f"[{split}]")
+            names = dataset.column_names  # None for some streamed sources: rows are checked as read
+            if names is not None and not ({columns.src, columns.tgt} <= set(names) or columns.translation in names):
+                raise MMKDError(f"{name}: needs columns {columns.src!r} and {columns.tgt!r}, or "
+                                f"{columns.translation!r}; has {sorted(names)} (see the column options)")
+            if split is not None and split not in SPLIT_NAMES:
+                raise MMKDError(f"{name}: split {split!r} is none of {sorted(SPLIT_NAMES)}; choose the "
+                                f"splits to read with --split")
+            streams.append(Stream(name, None if split is None else SPLIT_NAMES[split],
+                                  read_dataset(name, dataset, columns, src_lang)))
     return streams
 
 
 def detect_format(path: str) -> str:
-    """'tsv' / 'jsonl' by extension, 'datasets' for a directory or a name that is no file, else 'moses'."""
-    suffix = Path(path).suffix.lower()
+    """'tsv' / 'jsonl' by extension (after an optional .gz), 'datasets' for a directory or a name that
+    is no file, else 'moses'."""
+    suffix = Path(path.removesuffix(".gz")).suffix.lower()
     if suffix == ".tsv":
         return "tsv"
     if suffix in (".jsonl", ".json"):
@@ -253,28 +331,32 @@ def open_streams(
     fmt: str = "auto",
     columns: Columns = Columns(),
     src_lang: str = "en",
-    dataset_config: str | None = None,
+    langs: Sequence[str] | None = None,
+    dataset_options: DatasetOptions = DatasetOptions(),
 ) -> list[Stream]:
-    """Streams of all inputs, in input order (Moses: prefixes in order, then their targets)."""
+    """Streams of all inputs, each in its own format (`fmt`, or by `detect_format`), in input order;
+    Moses files are grouped by prefix at the place of the first one. `langs`: the translation
+    columns of parallel-sentences TSV files."""
     if not inputs:
         raise MMKDError("no input given")
     if fmt not in FORMATS:
         raise MMKDError(f"format {fmt!r} is none of {FORMATS}")
-    formats = {detect_format(path) for path in inputs} if fmt == "auto" else {fmt}
-    if len(formats) > 1:
-        raise MMKDError(f"inputs mix formats {sorted(formats)}: import one format at a time or give --format")
-    fmt = formats.pop()
-    if fmt != "datasets":
-        for path in inputs:
-            if not Path(path).is_file():
-                raise MMKDError(f"{path}: no such file")
-    if fmt == "tsv":
-        return [Stream(path, split_from_name(path), read_tsv(path)) for path in inputs]
-    if fmt == "jsonl":
-        return [Stream(path, split_from_name(path), read_jsonl(path, columns, src_lang)) for path in inputs]
-    if fmt == "moses":
-        return moses_streams([Path(path) for path in inputs], src_lang)
-    return [stream for spec in inputs for stream in dataset_streams(spec, columns, src_lang, dataset_config)]
+    formats = [detect_format(path) if fmt == "auto" else fmt for path in inputs]
+    for path, path_fmt in zip(inputs, formats):
+        if path_fmt != "datasets" and not Path(path).is_file():
+            raise MMKDError(f"{path}: no such file")
+    moses = [Path(path) for path, path_fmt in zip(inputs, formats) if path_fmt == "moses"]
+    streams: list[Stream] = []
+    for path, path_fmt in zip(inputs, formats):
+        if path_fmt == "tsv":
+            streams.append(Stream(path, split_from_name(path), read_tsv(path, langs)))
+        elif path_fmt == "jsonl":
+            streams.append(Stream(path, split_from_name(path), read_jsonl(path, columns, src_lang)))
+        elif path_fmt == "datasets":
+            streams += dataset_streams(path, columns, src_lang, dataset_options)
+        elif Path(path) == moses[0]:
+            streams += moses_streams(moses, src_lang)
+    return streams
 
 
 def with_parallel_alignments(stream: Stream, path: str | Path) -> Stream:
