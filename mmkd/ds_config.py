@@ -117,12 +117,12 @@ def check_known_keys(config: dict[str, Any], source: str | Path) -> None:
     known = {key for key in recorder.read if isinstance(key, str)}
     for key, value in recorder.items():
         if key not in known:
-            raise unknown_key_error(key, sorted(known), source, "top-level key")
+            raise unknown_key_error(key, sorted(known), source, "not a top-level key DeepSpeed reads")
         if isinstance(value, ReadRecorder) and value.read and key not in ("scheduler", "optimizer"):
             for inner in value:
                 if inner not in value.read:
                     raise unknown_key_error(f"{key}.{inner}", [f"{key}.{name}" for name in sorted(value.read)],
-                                            source, f"key of {key}")
+                                            source, f"not a key DeepSpeed reads in {key}")
     check_scheduler(config.get("scheduler"), source)
     check_optimizer_type(config.get("optimizer"), source)
 
@@ -140,7 +140,8 @@ def section_error(err: Any, config: dict[str, Any], source: str | Path) -> MMKDE
         model = section_model(err.title, loc[:-1])
         prefix = ".".join(path[:-1])
         fields = sorted(set(model.model_fields) | {info.alias for info in model.model_fields.values() if info.alias})
-        return unknown_key_error(key, [f"{prefix}.{name}" for name in fields], source, f"key of {model.__name__}")
+        return unknown_key_error(key, [f"{prefix}.{name}" for name in fields], source,
+                                 f"not a field of DeepSpeed's {model.__name__}")
     return MMKDError(f"{source}: DeepSpeed refuses {key}={first.get('input')!r}: {first['msg']}")
 
 
@@ -167,16 +168,17 @@ def check_scheduler(block: Any, source: str | Path) -> None:
 
     unknown = sorted(set(block) - {"type", "params"})
     if unknown:
-        raise unknown_key_error(f"scheduler.{unknown[0]}", ["scheduler.type", "scheduler.params"], source, "key")
+        raise unknown_key_error(f"scheduler.{unknown[0]}", ["scheduler.type", "scheduler.params"], source,
+                                "a scheduler block has type and params")
     kind = block.get("type")
     if kind not in lr_schedules.VALID_LR_SCHEDULES:
         raise unknown_key_error(f"scheduler.type={kind!r}", lr_schedules.VALID_LR_SCHEDULES, source,
-                                "DeepSpeed scheduler", value=kind)
+                                "not a DeepSpeed scheduler", value=kind)
     accepted = set(inspect.signature(getattr(lr_schedules, kind)).parameters) - {"self", "optimizer"}
     for key in block.get("params", {}):
         if key not in accepted:
             raise unknown_key_error(f"scheduler.params.{key}", [f"scheduler.params.{name}" for name in sorted(accepted)],
-                                    source, f"{kind} argument")
+                                    source, f"not an argument of DeepSpeed's {kind}")
 
 
 def check_optimizer_type(block: Any, source: str | Path) -> None:
@@ -192,15 +194,16 @@ def check_optimizer_type(block: Any, source: str | Path) -> None:
                    and issubclass(getattr(torch.optim, name), torch.optim.Optimizer)]
     if kind.lower() not in DEEPSPEED_OPTIMIZERS and kind.lower() not in APEX_OPTIMIZERS and kind not in torch_names:
         raise unknown_key_error(f"optimizer.type={kind!r}", [*DEEPSPEED_OPTIMIZERS, *APEX_OPTIMIZERS, *torch_names],
-                                source, "optimizer type", value=kind.lower())
+                                source, "not an optimizer DeepSpeed or mmkd builds", value=kind.lower())
 
 
-def unknown_key_error(key: str, known: list[str], source: str | Path, what: str, value: str | None = None
+def unknown_key_error(key: str, known: list[str], source: str | Path, why: str, value: str | None = None
                       ) -> MMKDError:
-    """MMKDError: `source`: unknown `what` `key`; did you mean <close matches>?"""
+    """MMKDError "`source`: unknown DeepSpeed key `key` (`why`); did you mean <close matches of `value`
+    (default `key`) among `known`>?"."""
     close = difflib.get_close_matches(value if value is not None else key, known, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(known)}"
-    return MMKDError(f"{source}: unknown {what} {key!r} (DeepSpeed would ignore or reject it){hint}")
+    return MMKDError(f"{source}: unknown DeepSpeed key {key!r} ({why}){hint}")
 
 
 def check_batch_sizes(config: dict[str, Any], source: str | Path, world_size: int) -> tuple[int, int]:
