@@ -87,7 +87,7 @@ def free_port() -> int:
 
 def load_ds_config(path: str | Path) -> dict[str, Any]:
     """The DeepSpeed JSON at `path`, checked before anything is built (mmkd.ds_config): fp16 on a
-    machine without a GPU, keys DeepSpeed does not know, "auto" values (resolved or refused), an lr
+    machine without a GPU, bf16 on a device without it, keys DeepSpeed does not know, "auto" values (resolved or refused), an lr
     that can only train nothing. Raises MMKDError naming the file."""
     file = Path(path)
     if not file.is_file():
@@ -100,6 +100,9 @@ def load_ds_config(path: str | Path) -> dict[str, Any]:
         raise MMKDError(f"{path}: a DeepSpeed config is a JSON object")
     if config.get("fp16", {}).get("enabled") and get_accelerator().device_name() == "cpu":
         raise MMKDError(f"{path}: fp16 needs a GPU; use {CPU_CONFIG} (bf16)")
+    if config.get("bf16", {}).get("enabled") and not get_accelerator().is_bf16_supported():
+        raise MMKDError(f"{path}: bf16 is not supported on this {get_accelerator().device_name()} device; use "
+                        "ds_configs/gpu_fp16_zero1.json (fp16) or a JSON without the bf16 block (fp32)")
     config = resolve_auto(config, path)
     check_known_keys(config, path)
     check_learning_rates(config, path)

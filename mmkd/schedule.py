@@ -60,3 +60,13 @@ def set_schedule_iteration(scheduler: Any, iteration: float) -> None:
         return
     scheduler.last_batch_iteration = iteration - 1
     scheduler.step()
+
+
+def warmup_beyond_run(ds_config: dict[str, Any], total_steps: int) -> str | None:
+    """A warning when the scheduler's warmup_num_steps exceeds the run's `total_steps` (the lr then
+    never reaches its peak nor decays), else None."""
+    warmup = ds_config.get("scheduler", {}).get("params", {}).get("warmup_num_steps")
+    if isinstance(warmup, int) and warmup > total_steps:
+        return (f"warning: warmup_num_steps {warmup} in the DeepSpeed JSON is more than the run's {total_steps} "
+                "steps: the lr never reaches its peak nor decays")
+    return None

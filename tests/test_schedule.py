@@ -7,7 +7,7 @@ import pytest
 import torch
 from deepspeed.runtime.lr_schedules import WarmupDecayLR
 
-from mmkd.schedule import RunBudget, set_schedule_iteration
+from mmkd.schedule import RunBudget, set_schedule_iteration, warmup_beyond_run
 
 LR = 1e-4
 
@@ -74,3 +74,11 @@ def test_a_resumed_run_continues_the_time_budget():
     assert budget.progress(1, budget.elapsed()) == pytest.approx(0.8)
     clock.now += 10.0
     assert budget.time_up(budget.elapsed())
+
+
+def test_a_warmup_longer_than_the_run_is_named():
+    config = {"scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 100}}}
+    assert warmup_beyond_run(config, 4) == ("warning: warmup_num_steps 100 in the DeepSpeed JSON is more than the "
+                                            "run's 4 steps: the lr never reaches its peak nor decays")
+    assert warmup_beyond_run(config, 100) is None
+    assert warmup_beyond_run({}, 4) is None
