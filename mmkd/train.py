@@ -272,14 +272,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     while loop["step"] < total_steps:
         set_schedule_iteration(engine.lr_scheduler, budget.iteration(loop["step"] + 1, elapsed))
         lr = engine.get_lr()[0]
-        finite = True
+        nonfinite = torch.zeros((), dtype=torch.float64, device=engine.device)  # no sync per micro-batch
         for batch, out in optimizer_step(engine, batches, cache, teacher, accumulation):
-            finite = finite and bool(torch.isfinite(out.total.detach()))
+            nonfinite += (~torch.isfinite(out.total.detach())).double()
             sums += torch.stack([out.total.detach().double()] + [out.terms[name].double() for name in terms])
             throughput.add_batch(batch, n_params)
         loop["step"] += 1
         step = loop["step"]
-        elapsed, skipped = agreed(budget.elapsed(), not (finite and engine.was_step_applied()), engine.device)
+        elapsed, skipped = agreed(budget.elapsed(), nonfinite + (not engine.was_step_applied()), engine.device)
         loop["train_seconds"] = elapsed
         health.record(step, skipped, lr)
         loop["changed_steps"] = health.changed
@@ -336,11 +336,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             "last": last, "export": export_dir}
 
 
-def agreed(elapsed: float, skipped: bool, device: torch.device) -> tuple[float, bool]:
-    """(rank 0's `elapsed`, whether `skipped` holds on any rank), the same on every rank: ranks must
-    stop at the same step and follow the same schedule."""
-    value = torch.tensor([elapsed if dist.get_rank() == 0 else 0.0, float(skipped)], dtype=torch.float64,
-                         device=device)
+def agreed(elapsed: float, skipped: torch.Tensor, device: torch.device) -> tuple[float, bool]:
+    """(rank 0's `elapsed` seconds, whether `skipped` (a count, 0-dim, on `device`) is > 0 on any rank),
+    the same on every rank: ranks must stop at the same step and follow the same schedule."""
+    value = torch.stack([torch.tensor(elapsed if dist.get_rank() == 0 else 0.0, dtype=torch.float64, device=device),
+                         skipped.double()])
     dist.all_reduce(value)
     return float(value[0]), bool(value[1] > 0)
 
