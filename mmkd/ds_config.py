@@ -108,8 +108,9 @@ def check_known_keys(config: dict[str, Any], source: str | Path) -> None:
                              for key, value in config.items()})
     try:
         DeepSpeedConfig(recorder)
-    except AssertionError:
-        pass  # the batch sizes, checked after the keys were read
+    except AssertionError as err:
+        if not is_batch_size_refusal(err):  # batch sizes: checked by check_batch_sizes, knowing the world size
+            raise MMKDError(f"{source}: DeepSpeed refuses this config: {one_line(err)}") from err
     except ValidationError as err:
         raise section_error(err, config, source) from err
     except Exception as err:  # DeepSpeedConfigError, ValueError, TypeError: DeepSpeed's refusal of a value
@@ -217,6 +218,8 @@ def check_batch_sizes(config: dict[str, Any], source: str | Path, world_size: in
     try:
         resolved = DeepSpeedConfig(config)
     except AssertionError as err:
+        if not is_batch_size_refusal(err):
+            raise MMKDError(f"{source}: DeepSpeed refuses this config: {one_line(err)}") from err
         given = {key: config[key] for key in ("train_batch_size", "train_micro_batch_size_per_gpu",
                                               "gradient_accumulation_steps") if key in config}
         values = ", ".join(f"{key}={value}" for key, value in given.items())
@@ -224,6 +227,16 @@ def check_batch_sizes(config: dict[str, Any], source: str | Path, world_size: in
                         f"equal train_micro_batch_size_per_gpu x gradient_accumulation_steps x ranks "
                         f"({one_line(err)}); drop train_batch_size to let DeepSpeed compute it") from err
     return resolved.train_micro_batch_size_per_gpu, resolved.gradient_accumulation_steps
+
+
+def is_batch_size_refusal(err: AssertionError) -> bool:
+    """Whether DeepSpeedConfig raised `err` while resolving the batch sizes (not in its later checks)."""
+    names = set()
+    frame = err.__traceback__
+    while frame is not None:
+        names.add(frame.tb_frame.f_code.co_name)
+        frame = frame.tb_next
+    return "_configure_train_batch_size" in names
 
 
 def one_line(err: BaseException) -> str:

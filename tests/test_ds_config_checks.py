@@ -123,3 +123,15 @@ def test_the_cli_prints_one_error_line_before_building_anything(tmp_path, capsys
     assert err == [f"mmkd train: error: {typo}: unknown DeepSpeed key 'gradient_accumulation_step' (not a top-level "
                    "key DeepSpeed reads); did you mean gradient_accumulation_steps, managed_gradient_accumulation, "
                    "gradient_clipping?"]
+
+
+def test_deepspeeds_other_refusals_are_not_called_batch_sizes(monkeypatch):
+    """DeepSpeedConfig's sanity checks run after the batch sizes: their AssertionError keeps its own words."""
+    monkeypatch.setattr(deepspeed.comm, "get_rank", lambda *args, **kwargs: 0)
+    monkeypatch.setattr(deepspeed.comm, "get_world_size", lambda *args, **kwargs: 1)
+    config = {**BASE, "bf16": {"enabled": True, "bf16_optimizer_states": True}}
+    with pytest.raises(MMKDError, match=r"mine\.json: DeepSpeed refuses this config: bf16_optimizer_states requires "
+                                        r"bf16_master_weights_and_grads"):
+        check_batch_sizes(config, "mine.json", 1)
+    with pytest.raises(MMKDError, match=r"mine\.json: DeepSpeed refuses this config: bf16_optimizer_states requires"):
+        check_known_keys(config, "mine.json")
