@@ -23,6 +23,7 @@ refused by name:
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 import typing
@@ -57,7 +58,8 @@ class ReadRecorder(dict):
         return super().__contains__(key)
 
     def __iter__(self) -> Any:
-        """Iterating (also `**mapping`, `dict.update`) reads every value through __getitem__."""
+        """Defined so that `**mapping` and `dict.update(mapping)` read each value through __getitem__
+        (CPython copies a dict subclass directly only when it keeps dict's own __iter__)."""
         return super().__iter__()
 
 
@@ -66,17 +68,14 @@ def resolve_auto(config: dict[str, Any], source: str | Path) -> dict[str, Any]:
 
     Raises MMKDError naming `source` and the key path of the first "auto" mmkd cannot resolve.
     """
-    config = {key: (dict(value) if isinstance(value, dict) else value) for key, value in config.items()}
+    config = copy.deepcopy(config)
     if config.get("train_batch_size") == AUTO:
-        config.pop("train_batch_size")
-    scheduler = dict(config.get("scheduler") or {})
-    params = dict(scheduler.get("params") or {})
+        del config["train_batch_size"]  # DeepSpeed computes it from the micro-batch, accumulation and world
+    params = (config.get("scheduler") or {}).get("params") or {}
     if params.get("warmup_min_lr") == AUTO:
         params["warmup_min_lr"] = 0.0
     if params.get("warmup_max_lr") == AUTO:
-        params.pop("warmup_max_lr")  # engine.with_run_values peaks it at the optimizer's lr
-    if "scheduler" in config:
-        config["scheduler"] = {**scheduler, **({"params": params} if "params" in scheduler else {})}
+        del params["warmup_max_lr"]  # engine.with_run_values peaks it at the optimizer's lr
     for path in auto_paths(config):
         if path not in RESOLVED_LATER:
             key = ".".join(path)
