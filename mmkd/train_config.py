@@ -62,7 +62,9 @@ class TrainConfig:
     peak_tflops: float = 0.0  # per-device peak for MFU; 0 = A100 312, H100 989 (bf16), CPU measured
     progress_bar: bool = True  # tqdm bar on rank 0
     num_workers: int = 0  # DataLoader worker processes collating training batches
-    max_skipped_steps: int = 10  # stop after this many optimizer steps in a row with a non-finite loss or skipped update
+    # stop after this many optimizer steps in a row with a non-finite loss or a skipped update; above the
+    # 18 an fp16 loss scale needs to fall from 2**16 to 1 (16 halvings after a hysteresis of 2)
+    max_skipped_steps: int = 25
 
     def validate(self) -> None:
         """Raise MMKDError on values no run can use (paths are checked where they are opened)."""
