@@ -7,7 +7,8 @@ known keys are taken from DeepSpeed's own config model: the JSON is handed to
 and a key it never looks up is unknown. Its sections that are pydantic models (`zero_optimization`,
 `bf16`, `fp16`, `tensorboard`, ...) refuse their own unknown fields; the scheduler's params are
 checked against the signature of DeepSpeed's scheduler class, the optimizer's type against
-DeepSpeed's optimizer names and torch.optim.
+DeepSpeed's optimizer names and torch.optim, its params against the signatures of the classes
+DeepSpeed may build for that type.
 
 HF-style "auto" values are resolved the way transformers' Trainer resolves them
 (`transformers.integrations.deepspeed.HfTrainerDeepSpeedConfig.trainer_config_process`), from what
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib
 import inspect
 import typing
 from pathlib import Path
@@ -36,6 +38,18 @@ from mmkd.errors import MMKDError
 
 AUTO = "auto"
 RESOLVED_LATER = {("scheduler", "params", "total_num_steps")}  # engine.with_run_values fills it
+# The classes deepspeed.runtime.engine.DeepSpeedEngine._configure_basic_optimizer may build for a
+# DeepSpeed optimizer name (which one depends on the device, offload and "torch_adam").
+ADAM_CLASSES = ["torch.optim.Adam", "torch.optim.AdamW", "deepspeed.ops.adam.FusedAdam",
+                "deepspeed.ops.adam.DeepSpeedCPUAdam"]
+DEEPSPEED_OPTIMIZER_CLASSES = {
+    "adam": ADAM_CLASSES,
+    "adamw": ADAM_CLASSES,
+    "adagrad": ["torch.optim.Adagrad", "deepspeed.ops.adagrad.DeepSpeedCPUAdagrad"],
+    "lamb": ["deepspeed.ops.lamb.FusedLamb"],
+    "lion": ["deepspeed.ops.lion.FusedLion", "deepspeed.ops.lion.DeepSpeedCPULion"],
+}
+DEEPSPEED_OPTIMIZER_KEYS = ("torch_adam", "adam_w_mode", "fp32_optimizer_states")  # taken out before the class
 
 
 class ReadRecorder(dict):
@@ -124,7 +138,7 @@ def check_known_keys(config: dict[str, Any], source: str | Path) -> None:
                     raise unknown_key_error(f"{key}.{inner}", [f"{key}.{name}" for name in sorted(value.read)],
                                             source, f"not a key DeepSpeed reads in {key}")
     check_scheduler(config.get("scheduler"), source)
-    check_optimizer_type(config.get("optimizer"), source)
+    check_optimizer(config.get("optimizer"), source)
 
 
 def section_error(err: Any, config: dict[str, Any], source: str | Path) -> MMKDError:
@@ -177,24 +191,45 @@ def check_scheduler(block: Any, source: str | Path) -> None:
     accepted = set(inspect.signature(getattr(lr_schedules, kind)).parameters) - {"self", "optimizer"}
     for key in block.get("params", {}):
         if key not in accepted:
-            raise unknown_key_error(f"scheduler.params.{key}", [f"scheduler.params.{name}" for name in sorted(accepted)],
+            known = [f"scheduler.params.{name}" for name in sorted(accepted)]
+            raise unknown_key_error(f"scheduler.params.{key}", known,
                                     source, f"not an argument of DeepSpeed's {kind}")
 
 
-def check_optimizer_type(block: Any, source: str | Path) -> None:
-    """The optimizer type is one DeepSpeed builds (its own names, torch.optim classes) or mmkd's apex ones."""
+def check_optimizer(block: Any, source: str | Path) -> None:
+    """The optimizer type is one DeepSpeed builds (its own names, torch.optim classes) or mmkd's apex
+    ones, and each of its params is an argument of a class DeepSpeed may build for that type
+    (DEEPSPEED_OPTIMIZER_CLASSES) or a key DeepSpeed takes out first (DEEPSPEED_OPTIMIZER_KEYS)."""
     if block is None:
         return
     from deepspeed.runtime.config import DEEPSPEED_OPTIMIZERS
 
     from mmkd.engine import APEX_OPTIMIZERS
 
+    unknown = sorted(set(block) - {"type", "params", "legacy_fusion"})
+    if unknown:
+        raise unknown_key_error(f"optimizer.{unknown[0]}", ["optimizer.type", "optimizer.params",
+                                                           "optimizer.legacy_fusion"], source,
+                                "an optimizer block has type and params")
     kind = str(block.get("type", ""))
     torch_names = [name for name in dir(torch.optim) if isinstance(getattr(torch.optim, name), type)
                    and issubclass(getattr(torch.optim, name), torch.optim.Optimizer)]
     if kind.lower() not in DEEPSPEED_OPTIMIZERS and kind.lower() not in APEX_OPTIMIZERS and kind not in torch_names:
         raise unknown_key_error(f"optimizer.type={kind!r}", [*DEEPSPEED_OPTIMIZERS, *APEX_OPTIMIZERS, *torch_names],
                                 source, "not an optimizer DeepSpeed or mmkd builds", value=kind.lower())
+    classes = DEEPSPEED_OPTIMIZER_CLASSES.get(kind.lower()) or ([f"torch.optim.{kind}"] if kind in torch_names else [])
+    if not classes:
+        return  # apex (checked by its own constructor before any work) or a DeepSpeed type without a table entry
+    accepted = set(DEEPSPEED_OPTIMIZER_KEYS)
+    for path in classes:
+        module, name = path.rsplit(".", 1)
+        accepted |= set(inspect.signature(getattr(importlib.import_module(module), name)).parameters)
+    accepted -= {"params", "model_params", "self"}
+    for key in block.get("params", {}):
+        if key not in accepted:
+            known = [f"optimizer.params.{name}" for name in sorted(accepted)]
+            raise unknown_key_error(f"optimizer.params.{key}", known,
+                                    source, f"not an argument of the optimizers DeepSpeed builds for {kind}")
 
 
 def unknown_key_error(key: str, known: list[str], source: str | Path, why: str, value: str | None = None

@@ -87,8 +87,8 @@ def free_port() -> int:
 
 def load_ds_config(path: str | Path) -> dict[str, Any]:
     """The DeepSpeed JSON at `path`, checked before anything is built (mmkd.ds_config): fp16 on a
-    machine without a GPU, bf16 on a device without it, keys DeepSpeed does not know, "auto" values (resolved or refused), an lr
-    that can only train nothing. Raises MMKDError naming the file."""
+    machine without a GPU, bf16 on a device without it, keys DeepSpeed does not know, "auto" values
+    (resolved or refused), an lr that can only train nothing. Raises MMKDError naming the file."""
     file = Path(path)
     if not file.is_file():
         raise MMKDError(f"{path}: DeepSpeed config not found (train config key ds_config)")

@@ -36,21 +36,28 @@ def test_every_shipped_config_passes(path):
 
 @pytest.mark.parametrize(("change", "message"), [
     (lambda c: c.update(gradient_accumulation_step=4),
-     r"unknown DeepSpeed key 'gradient_accumulation_step' \(not a top-level key DeepSpeed reads\).*did you mean gradient_accumulation_steps"),
+     r"unknown DeepSpeed key 'gradient_accumulation_step' \(not a top-level key DeepSpeed reads\).*"
+     r"did you mean gradient_accumulation_steps"),
     (lambda c: c.update(zero_optimisation=c.pop("zero_optimization")),
      r"unknown DeepSpeed key 'zero_optimisation'.*did you mean zero_optimization"),
     (lambda c: c["zero_optimization"].update(overlap_com=False),
      r"'zero_optimization\.overlap_com'.*did you mean zero_optimization\.overlap_comm"),
     (lambda c: c["zero_optimization"].update(offload_optimizer={"device": "cpu", "pin_memroy": True}),
-     r"'zero_optimization\.offload_optimizer\.pin_memroy'.*did you mean zero_optimization\.offload_optimizer\.pin_memory"),
+     r"'zero_optimization\.offload_optimizer\.pin_memroy'.*"
+     r"did you mean zero_optimization\.offload_optimizer\.pin_memory"),
     (lambda c: c["bf16"].update(enable=True), r"'bf16\.enable'.*did you mean bf16\.enabled"),
-    (lambda c: c["tensorboard"].update(outputpath="tb"), r"'tensorboard\.outputpath'.*did you mean tensorboard\.output_path"),
+    (lambda c: c["tensorboard"].update(outputpath="tb"),
+     r"'tensorboard\.outputpath'.*did you mean tensorboard\.output_path"),
     (lambda c: c.update(flops_profiler={"enabled": True, "profile_stp": 2}),
      r"'flops_profiler\.profile_stp'.*did you mean flops_profiler\.profile_step"),
     (lambda c: c["scheduler"]["params"].update(warmup_steps=10),
-     r"'scheduler\.params\.warmup_steps' \(not an argument of DeepSpeed's WarmupDecayLR\).*did you mean scheduler\.params\.warmup_num_steps"),
-    (lambda c: c["scheduler"].update(type="WarmupDecay"), r"unknown DeepSpeed key \"scheduler\.type='WarmupDecay'\" \(not a DeepSpeed scheduler\).*did you mean WarmupDecayLR"),
-    (lambda c: c["optimizer"].update(type="AdamWW"), r"\(not an optimizer DeepSpeed or mmkd builds\).*did you mean adamw"),
+     r"'scheduler\.params\.warmup_steps' \(not an argument of DeepSpeed's WarmupDecayLR\).*"
+     r"did you mean scheduler\.params\.warmup_num_steps"),
+    (lambda c: c["scheduler"].update(type="WarmupDecay"),
+     r"unknown DeepSpeed key \"scheduler\.type='WarmupDecay'\" \(not a DeepSpeed scheduler\).*"
+     r"did you mean WarmupDecayLR"),
+    (lambda c: c["optimizer"].update(type="AdamWW"),
+     r"\(not an optimizer DeepSpeed or mmkd builds\).*did you mean adamw"),
     (lambda c: c["zero_optimization"].update(stage=4), r"DeepSpeed refuses zero_optimization\.stage=4"),
 ])
 def test_misspelled_keys_are_refused_with_file_and_close_match(tmp_path, change, message):
@@ -95,8 +102,9 @@ def test_batch_sizes_that_do_not_fit_the_world_name_file_and_values(world_size, 
     monkeypatch.setattr(deepspeed.comm, "get_rank", lambda *args, **kwargs: 0)
     monkeypatch.setattr(deepspeed.comm, "get_world_size", lambda *args, **kwargs: world_size)
     config = {**BASE, "train_batch_size": 32, "train_micro_batch_size_per_gpu": 4}
-    with pytest.raises(MMKDError, match=rf"mine\.json: batch sizes do not fit {world_size} rank\(s\): train_batch_size=32, "
-                                        r"train_micro_batch_size_per_gpu=4, gradient_accumulation_steps=2.*"
+    with pytest.raises(MMKDError, match=rf"mine\.json: batch sizes do not fit {world_size} rank\(s\): "
+                                        r"train_batch_size=32, train_micro_batch_size_per_gpu=4, "
+                                        r"gradient_accumulation_steps=2.*"
                                         rf"32 != 4 \* 2 \* {world_size}"):
         check_batch_sizes(config, "mine.json", world_size)
     assert check_batch_sizes({**config, "train_batch_size": 8 * world_size}, "mine.json", world_size) == (4, 2)
@@ -135,3 +143,18 @@ def test_deepspeeds_other_refusals_are_not_called_batch_sizes(monkeypatch):
         check_batch_sizes(config, "mine.json", 1)
     with pytest.raises(MMKDError, match=r"mine\.json: DeepSpeed refuses this config: bf16_optimizer_states requires"):
         check_known_keys(config, "mine.json")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda c: c["optimizer"]["params"].update(weight_decy=0.01),
+     r"'optimizer\.params\.weight_decy' \(not an argument of the optimizers DeepSpeed builds for AdamW\).*"
+     r"did you mean optimizer\.params\.weight_decay"),
+    (lambda c: c["optimizer"].update(type="Lamb", params={"lr": 1e-3, "max_coef": 10}),
+     r"'optimizer\.params\.max_coef'.*did you mean optimizer\.params\.max_coeff"),
+    (lambda c: c["optimizer"].update(type="SGD", params={"lr": 1e-3, "momentun": 0.9}),
+     r"'optimizer\.params\.momentun'.*did you mean optimizer\.params\.momentum"),
+    (lambda c: c["optimizer"].update(parms={}), r"'optimizer\.parms'.*did you mean optimizer\.params"),
+])
+def test_misspelled_optimizer_params_are_refused(tmp_path, change, message):
+    with pytest.raises(MMKDError, match=r"mine\.json: unknown DeepSpeed key " + message):
+        load_ds_config(written(tmp_path, change))

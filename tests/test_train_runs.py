@@ -86,7 +86,8 @@ def test_skipped_steps_in_a_row_stop_the_run_with_one_error_line(tiny):
     """tau_w=1e-38: every XWCL loss is infinite, every step is skipped."""
     result = train(tiny, "overflow", ["--tau_w=1e-38", "--max_steps=4", "--max_skipped_steps=2"])
     assert result.returncode == 2
-    assert "step 1: non-finite loss or skipped update (1 in a row, 1 in all; the run stops at 2 in a row)" in result.stdout
+    assert ("step 1: non-finite loss or skipped update (1 in a row, 1 in all; the run stops at 2 in a row)"
+            in result.stdout)
     assert result.stderr.strip().splitlines()[-1] == (
         "mmkd train: error: step 2: 2 optimizer steps in a row had a non-finite loss or were skipped by DeepSpeed "
         "(overflow); stopping (train config key max_skipped_steps). Check the loss weights and temperatures, lower "
