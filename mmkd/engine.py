@@ -30,6 +30,7 @@ import torch
 from deepspeed.accelerator import get_accelerator
 from torch import nn
 
+from mmkd.ds_config import check_batch_sizes, check_known_keys, one_line, resolve_auto
 from mmkd.errors import MMKDError
 from mmkd.models.student import MMKDStudent, load_student
 from mmkd.objectives.combined import MMKDLoss, MMKDLossOutput
@@ -85,8 +86,9 @@ def free_port() -> int:
 
 
 def load_ds_config(path: str | Path) -> dict[str, Any]:
-    """The DeepSpeed JSON at `path`, checked: fp16 on a machine without a GPU is refused here,
-    before anything is built."""
+    """The DeepSpeed JSON at `path`, checked before anything is built (mmkd.ds_config): fp16 on a
+    machine without a GPU, bf16 on a device without it, keys DeepSpeed does not know, "auto" values
+    (resolved or refused), an lr that can only train nothing. Raises MMKDError naming the file."""
     file = Path(path)
     if not file.is_file():
         raise MMKDError(f"{path}: DeepSpeed config not found (train config key ds_config)")
@@ -98,16 +100,30 @@ def load_ds_config(path: str | Path) -> dict[str, Any]:
         raise MMKDError(f"{path}: a DeepSpeed config is a JSON object")
     if config.get("fp16", {}).get("enabled") and get_accelerator().device_name() == "cpu":
         raise MMKDError(f"{path}: fp16 needs a GPU; use {CPU_CONFIG} (bf16)")
+    if config.get("bf16", {}).get("enabled") and not get_accelerator().is_bf16_supported():
+        raise MMKDError(f"{path}: bf16 is not supported on this {get_accelerator().device_name()} device; use "
+                        "ds_configs/gpu_fp16_zero1.json (fp16) or a JSON without the bf16 block (fp32)")
+    config = resolve_auto(config, path)
+    check_known_keys(config, path)
+    check_learning_rates(config, path)
     return config
 
 
-def batch_geometry(ds_config: dict[str, Any]) -> tuple[int, int]:
-    """(micro-batch per rank, gradient accumulation steps), resolved by DeepSpeed's own config class
-    for the current world size (call after init_distributed)."""
-    from deepspeed.runtime.config import DeepSpeedConfig
+def check_learning_rates(ds_config: dict[str, Any], source: str | Path) -> None:
+    """Refuse an optimizer lr or scheduler peak (warmup_max_lr) that is not > 0: no step could change
+    a weight. Raises MMKDError naming `source` and the key."""
+    for key, block in (("optimizer.params.lr", ds_config.get("optimizer")),
+                       ("scheduler.params.warmup_max_lr", ds_config.get("scheduler"))):
+        value = (block or {}).get("params", {}).get(key.rsplit(".", 1)[1])
+        if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            raise MMKDError(f"{source}: {key}={value!r} trains nothing; set a learning rate > 0")
 
-    resolved = DeepSpeedConfig(ds_config)
-    return resolved.train_micro_batch_size_per_gpu, resolved.gradient_accumulation_steps
+
+def batch_geometry(ds_config: dict[str, Any], source: str | Path) -> tuple[int, int]:
+    """(micro-batch per rank, gradient accumulation steps), resolved by DeepSpeed's own config class
+    for the current world size (call after init_distributed). Raises MMKDError naming `source` and
+    the values when the batch sizes do not fit the world size."""
+    return check_batch_sizes(ds_config, source, dist.get_world_size())
 
 
 def with_run_values(ds_config: dict[str, Any], *, tensorboard_dir: str | Path, total_steps: int) -> dict[str, Any]:
@@ -144,17 +160,22 @@ def compute_dtype(ds_config: dict[str, Any]) -> torch.dtype:
 
 
 def build_student(path: str, teacher_hidden_size: int, ds_config: dict[str, Any]) -> MMKDStudent:
-    """Load the student (MMKDStudent with its heads); under ZeRO-3 partition it at once.
+    """Load the student (MMKDStudent with its heads); under ZeRO-3 cast it to the compute dtype and
+    partition it at once.
 
-    Under ZeRO-3 the loaded student is handed to deepspeed.zero.Init(module=...), which splits each
-    parameter over the ranks (what deepspeed.initialize would otherwise do). Loading inside a
-    zero.Init context instead needs transformers' HfDeepSpeedConfig, which requires the accelerate
-    package, and ZeRO-3-aware head loading; until then each rank holds one full student briefly
-    (0.7 GB at the paper's 179M parameters in fp32).
+    Under ZeRO-3 the loaded student is cast to compute_dtype(ds_config) and handed to
+    deepspeed.zero.Init(module=...), which splits each parameter over the ranks (what
+    deepspeed.initialize would otherwise do). zero.Init(module=...) does not cast the parameters it
+    partitions and the engine then skips its own cast, so without the cast a bf16 or fp16 JSON would
+    train in fp32. Loading inside a zero.Init context instead needs transformers' HfDeepSpeedConfig,
+    which requires the accelerate package, and ZeRO-3-aware head loading; until then each rank holds
+    one full student briefly (0.7 GB at the paper's 179M parameters in fp32).
     """
     student = load_student(path, teacher_hidden_size=teacher_hidden_size)
     if zero_stage(ds_config) == 3:
-        deepspeed.zero.Init(module=student, config_dict_or_path=ds_config, dtype=compute_dtype(ds_config))
+        dtype = compute_dtype(ds_config)
+        student.to(dtype)
+        deepspeed.zero.Init(module=student, config_dict_or_path=ds_config, dtype=dtype)
     return student
 
 
@@ -182,13 +203,28 @@ def build_optimizer(ds_config: dict[str, Any], parameters: list[nn.Parameter]
     return optimizer_class(parameters, **block.get("params", {})), config
 
 
-def build_engine(student: MMKDStudent, loss: MMKDLoss, ds_config: dict[str, Any]) -> Any:
-    """deepspeed.initialize on DistillationModule(student, loss); returns the engine."""
+def build_engine(student: MMKDStudent, loss: MMKDLoss, ds_config: dict[str, Any],
+                 source: str | Path = "the DeepSpeed config") -> Any:
+    """deepspeed.initialize on DistillationModule(student, loss); returns the engine.
+
+    Raises MMKDError naming `source` when DeepSpeed refuses the config (ValueError, TypeError or
+    DeepSpeedConfigError from deepspeed.initialize, such as an optimizer parameter its optimizer does
+    not take), or when the engine's parameters are not in the JSON's precision (compute_dtype).
+    """
+    from deepspeed.runtime.config import DeepSpeedConfigError
+
     module = DistillationModule(student, loss)
     parameters = [p for p in module.parameters() if p.requires_grad]
     optimizer, config = build_optimizer(ds_config, parameters)
-    engine, *_ = deepspeed.initialize(model=module, model_parameters=parameters, optimizer=optimizer,
-                                      config=config)
+    try:
+        engine, *_ = deepspeed.initialize(model=module, model_parameters=parameters, optimizer=optimizer,
+                                          config=config)
+    except (ValueError, TypeError, DeepSpeedConfigError) as err:
+        raise MMKDError(f"{source}: DeepSpeed refuses this config: {one_line(err)}") from err
+    dtypes = {p.dtype for p in engine.module.student.parameters()}
+    if dtypes != {compute_dtype(ds_config)}:
+        raise MMKDError(f"{source}: the engine holds the student in {sorted(map(str, dtypes))}, not the JSON's "
+                        f"{compute_dtype(ds_config)}; DeepSpeed did not apply the precision")
     return engine
 
 

@@ -3,13 +3,16 @@
 Scalars (TensorBoard tags; x axis = engine.global_samples):
   train/loss, train/<term>            total and each computed MMKDLoss term (mean over ranks)
   train/grad_norm                     global gradient norm before clipping
+  train/lr                            the lr the logged step ran at (mmkd.schedule)
+  train/skipped_steps                 steps so far with a non-finite loss or a skipped update (mmkd.step_health)
   train/samples_per_s, train/tokens_per_s    over all ranks (tokens: non-padding, three student inputs)
   train/tflops, train/mfu             achieved TFLOP/s per device, and that over the device's peak
   dev/loss, dev/<term>, dev/lang/<lang>      dev evaluation (mmkd.train.evaluate)
   dev/retrieval/<lang>/x2y, .../y2x  top-1 translation retrieval on dev (mmkd.evaluation.retrieval.dev_retrieval;
                                      train config eval_retrieval)
-DeepSpeed's own monitor writes Train/Samples/lr at every step, and Train/Samples/loss_scale when
-fp16 is on; they are not written twice.
+DeepSpeed's own monitor writes Train/Samples/lr at every step (read after the step: the lr the
+next step runs at, where train/lr is the one the step ran at), and Train/Samples/loss_scale when
+fp16 is on.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ import dataclasses
 import math
 import random
 import sys
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +39,8 @@ from mmkd.evaluation.retrieval import DEV_RETRIEVAL_POOL, dev_retrieval
 from mmkd.models.teacher import load_teacher
 from mmkd.objectives.combined import TERM_WEIGHTS, LossWeights, MMKDLoss, MMKDLossOutput
 from mmkd.phases import phase
+from mmkd.schedule import RunBudget, set_schedule_iteration, warmup_beyond_run
+from mmkd.step_health import StepHealth
 from mmkd.teacher_cache import TeacherCache
 from mmkd.train_config import TrainConfig, load_train_config, save_train_config
 
@@ -175,6 +176,7 @@ class Setup:
 def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     """Join the process group, seed, and build data, teacher (outside any zero.Init), student and loss."""
     rank, world = init_distributed()
+    micro, accumulation = batch_geometry(ds_config, cfg.ds_config)  # DeepSpeed's batch checks, before any loading
     seed_everything(cfg.seed + rank)
     corpus = load_corpus(cfg.corpus)
     teacher = load_teacher(cfg.teacher, layer=cfg.teacher_layer)
@@ -182,7 +184,6 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
         cfg.teacher_cache, teacher=teacher, corpus_split=corpus["train"], max_length=cfg.max_length)
     dev_cache = None if cfg.dev_teacher_cache is None else TeacherCache.open(
         cfg.dev_teacher_cache, teacher=teacher, corpus_split=corpus["dev"], max_length=cfg.max_length)
-    micro, accumulation = batch_geometry(ds_config)
     sampler = LanguageSampler(corpus["train"]["lang"], cfg.alpha, seed=cfg.seed, rank=rank, world_size=world)
     steps_per_epoch = len(sampler) // (micro * accumulation)
     if steps_per_epoch == 0:
@@ -230,49 +231,69 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     run = prepare(cfg, load_ds_config(cfg.ds_config))
     rank, world, corpus, teacher, cache = run.rank, run.world, run.corpus, run.teacher, run.cache
     micro, accumulation, total_steps, terms = run.micro, run.accumulation, run.total_steps, run.terms
-    engine = build_engine(run.student, run.loss, run.ds_config)
+    engine = build_engine(run.student, run.loss, run.ds_config, source=cfg.ds_config)
+    dtype = compute_dtype(run.ds_config)
     if cache is None or run.dev_cache is None:
         teacher.model.to(engine.device)  # it runs in the loop or at evaluation
     dev_collator = copy.copy(run.collator)  # its own epoch (0): dev batches are masked the same at every evaluation
     dev_languages = sorted(set(corpus["dev"]["lang"]))
     plan = dev_plan(corpus["dev"]["lang"], micro, cfg.eval_batches, rank, world)
     n_params = parameter_count(engine.module.student)
-    peak = monitoring.peak_tflops(cfg.peak_tflops, compute_dtype(run.ds_config), engine.device)
+    peak = monitoring.peak_tflops(cfg.peak_tflops, dtype, engine.device)
     if rank == 0:
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
         save_train_config(cfg, Path(cfg.output_dir) / "train_config.json")
         print(f"mmkd train: {world} rank(s), micro-batch {micro} x accumulation {accumulation}, "
               f"{total_steps} steps ({run.steps_per_epoch}/epoch), student {n_params / 1e6:.2f}M params, "
-              f"teacher {'live' if cache is None else 'cached'}, peak {peak:.2f} TFLOP/s per device", flush=True)
+              f"teacher {'live' if cache is None else 'cached'}, compute dtype {str(dtype).removeprefix('torch.')} "
+              f"(ZeRO stage {engine.zero_optimization_stage()}), peak {peak:.2f} TFLOP/s per device", flush=True)
+        warning = warmup_beyond_run(run.ds_config, total_steps)
+        if warning:
+            print(f"mmkd train: {warning}", flush=True)
 
     loop = {"step": 0, "epoch": 0, "consumed": 0}
     if cfg.resume:
         loop = checkpointing.load_checkpoint(engine, cfg)  # last: it restores the RNG states
+    loop.setdefault("changed_steps", loop["step"])  # steps that changed the weights (older checkpoints: all)
+    loop.setdefault("train_seconds", 0.0)  # loop time of the runs resumed, for the time-bounded schedule
     engine.train()  # from_pretrained leaves the student in eval mode, dropout off
     batches = micro_batches(IndexedSplit(corpus["train"]), run.sampler, run.collator, micro, world, loop,
                             cfg.num_workers)
     throughput = monitoring.Throughput(world, peak)
     bar = monitoring.progress_bar(total_steps, loop["step"], rank == 0 and cfg.progress_bar)
-    start = time.monotonic()
+    budget = RunBudget(total_steps, 60 * cfg.max_time_minutes, elapsed_before=loop["train_seconds"])
+    health = StepHealth(cfg.max_skipped_steps, changed_before=loop["changed_steps"])
+    elapsed = loop["train_seconds"]  # the first step of a run starts where the resumed runs stopped
+    lr = engine.get_lr()[0]
     stopped_by, tag, last, logged_at = "max_steps", None, {}, loop["step"]
     sums = torch.zeros(len(terms) + 1, dtype=torch.float64, device=engine.device)
 
     # ---- the loop: micro-steps (DeepSpeed accumulates and steps at the boundary), log, eval, save ----
     while loop["step"] < total_steps:
+        set_schedule_iteration(engine.lr_scheduler, budget.iteration(loop["step"] + 1, elapsed))
+        lr = engine.get_lr()[0]
+        nonfinite = torch.zeros((), dtype=torch.float64, device=engine.device)  # no sync per micro-batch
         for batch, out in optimizer_step(engine, batches, cache, teacher, accumulation):
+            nonfinite += (~torch.isfinite(out.total.detach())).double()
             sums += torch.stack([out.total.detach().double()] + [out.terms[name].double() for name in terms])
             throughput.add_batch(batch, n_params)
         loop["step"] += 1
         step = loop["step"]
-        time_up = cfg.max_time_minutes > 0 and agreed(time.monotonic() - start > 60 * cfg.max_time_minutes,
-                                                      engine.device)
+        elapsed, skipped = agreed(budget.elapsed(), nonfinite + (not engine.was_step_applied()), engine.device)
+        loop["train_seconds"] = elapsed
+        health.record(step, skipped, lr)
+        loop["changed_steps"] = health.changed
+        if skipped and rank == 0:
+            bar.write(health.message(step))
+        time_up = budget.time_up(elapsed)
         final = step == total_steps or time_up
         bar.update(1)
 
         if step % cfg.log_interval == 0 or final:
             dist.all_reduce(sums)
             means = (sums / (accumulation * world * (step - logged_at))).tolist()
-            last = {"step": step, "loss": means[0], **dict(zip(terms, means[1:])), **throughput.rates()}
+            last = {"step": step, "loss": means[0], **dict(zip(terms, means[1:])), **throughput.rates(),
+                    "lr": lr, "skipped_steps": health.skipped}
             grad_norm = engine.get_global_grad_norm()
             if grad_norm is not None:
                 last["grad_norm"] = float(grad_norm)
@@ -303,18 +324,25 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     bar.close()
 
     export_dir = None
+    if cfg.export and tag is not None and health.changed == 0:
+        raise MMKDError(f"no optimizer step changed the student ({loop['step']} steps: {health.skipped} skipped, "
+                        f"the others at lr 0); not exporting it (checkpoint {tag} is saved)")
     if cfg.export and tag is not None:
         probe = corpus["dev"] if len(corpus["dev"]) else corpus["train"]
         texts = probe["src"][:4] + probe["tgt"][:4]
         export_dir = checkpointing.export(engine, cfg, tag, teacher, texts)
-    return {"rank": rank, "steps": loop["step"], "stopped_by": stopped_by, "last": last, "export": export_dir}
+    return {"rank": rank, "steps": loop["step"], "total_steps": total_steps, "stopped_by": stopped_by,
+            "progress": budget.progress(loop["step"], elapsed), "lr": lr, "skipped": health.skipped,
+            "last": last, "export": export_dir}
 
 
-def agreed(flag: bool, device: torch.device) -> bool:
-    """Rank 0's value of `flag` on every rank (ranks must stop at the same step)."""
-    value = torch.tensor([int(flag)], device=device)
-    dist.broadcast(value, src=0)
-    return bool(value.item())
+def agreed(elapsed: float, skipped: torch.Tensor, device: torch.device) -> tuple[float, bool]:
+    """(rank 0's `elapsed` seconds, whether `skipped` (a count, 0-dim, on `device`) is > 0 on any rank),
+    the same on every rank: ranks must stop at the same step and follow the same schedule."""
+    value = torch.stack([torch.tensor(elapsed if dist.get_rank() == 0 else 0.0, dtype=torch.float64, device=device),
+                         skipped.double()])
+    dist.all_reduce(value)
+    return float(value[0]), bool(value[1] > 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmkd train: error: {err}", file=sys.stderr)
         return 2
     if summary["rank"] == 0:
-        print(f"mmkd train: {summary['steps']} steps, stopped by {summary['stopped_by']}; "
-              f"export: {summary['export'] or 'none'}", flush=True)
+        print(f"mmkd train: {summary['steps']} of {summary['total_steps']} steps, stopped by "
+              f"{summary['stopped_by']}; schedule at {summary['progress']:.0%} (lr {summary['lr']:.3g}), "
+              f"{summary['skipped']} skipped steps; export: {summary['export'] or 'none'}", flush=True)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ class TrainConfig:
     peak_tflops: float = 0.0  # per-device peak for MFU; 0 = A100 312, H100 989 (bf16), CPU measured
     progress_bar: bool = True  # tqdm bar on rank 0
     num_workers: int = 0  # DataLoader worker processes collating training batches
+    # stop after this many optimizer steps in a row with a non-finite loss or a skipped update; above the
+    # 18 an fp16 loss scale needs to fall from 2**16 to 1 (16 halvings after a hysteresis of 2)
+    max_skipped_steps: int = 25
 
     def validate(self) -> None:
         """Raise MMKDError on values no run can use (paths are checked where they are opened)."""
@@ -84,7 +88,7 @@ class TrainConfig:
             "save_interval": self.save_interval >= 1,
             "peak_tflops": self.peak_tflops >= 0,
             "num_workers": self.num_workers >= 0,
-            "weights": all(w >= 0 for w in self.weights.values()) and any(w > 0 for w in self.weights.values()),
+            **training_value_checks(self),
         }
         bad = [key for key, ok in checks.items() if not ok]
         if bad:
@@ -92,13 +96,34 @@ class TrainConfig:
                 "corpus": "set corpus=<corpus directory>",
                 "student": "set student=<student directory from `mmkd init-student`>",
                 "teacher_cache": "set teacher_cache=<dir from `mmkd cache-teacher`> or live_teacher=true",
-                "weights": "weights must be >= 0, at least one > 0",
+                **TRAINING_VALUE_HINTS,
             }
             details = "; ".join(f"{key}={getattr(self, key)!r} ({hints.get(key, 'out of range')})" for key in bad)
             raise MMKDError(f"train config: bad value: {details}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+TRAINING_VALUE_HINTS = {
+    "tau_w": "a temperature must be finite and > 0",
+    "struct_tau": "a temperature must be finite and > 0",
+    "weights": "weights must be finite and >= 0, at least one > 0",
+    "max_skipped_steps": "must be >= 1",
+}
+
+
+def training_value_checks(cfg: TrainConfig) -> dict[str, bool]:
+    """{key: ok} for values that can only fail at a training step: a temperature <= 0 or not finite
+    (the logits divided by it are infinite), a weight that is not finite (every step overflows), a
+    limit of skipped steps below 1. Merged into TrainConfig.validate."""
+    return {
+        "tau_w": math.isfinite(cfg.tau_w) and cfg.tau_w > 0,
+        "struct_tau": math.isfinite(cfg.struct_tau) and cfg.struct_tau > 0,
+        "weights": all(math.isfinite(w) and w >= 0 for w in cfg.weights.values())
+        and any(w > 0 for w in cfg.weights.values()),
+        "max_skipped_steps": cfg.max_skipped_steps >= 1,
+    }
 
 
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrainConfig)

@@ -86,3 +86,17 @@ def test_values_no_run_can_use_are_refused(overrides, message):
 def test_missing_recipe_file_is_named(tmp_path):
     with pytest.raises(MMKDError, match=r"nothere\.yaml: train config file not found"):
         load_train_config(str(tmp_path / "nothere.yaml"))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("--tau_w=0", r"tau_w=0\.0 \(a temperature must be finite and > 0\)"),
+    ("--tau_w=-0.05", r"tau_w=-0\.05 \(a temperature"),
+    ("--struct_tau=0", r"struct_tau=0\.0 \(a temperature"),
+    ("--struct_tau=inf", r"struct_tau=inf \(a temperature"),
+    ("--weights.tlm=inf", r"weights=\{'tlm': inf.*\(weights must be finite and >= 0"),
+    ("--weights.senta=-1", r"weights=.*'senta': -1\.0.*\(weights must be finite and >= 0"),
+    ("--max_skipped_steps=0", r"max_skipped_steps=0 \(must be >= 1\)"),
+])
+def test_values_that_can_only_fail_at_a_step_are_refused_when_read(override, message):
+    with pytest.raises(MMKDError, match=rf"train config: bad value: {message}"):
+        load_train_config(None, [*REQUIRED, override])
