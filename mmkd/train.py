@@ -227,9 +227,13 @@ def optimizer_step(engine: Any, batches: Iterator[dict[str, Any]], cache: Any, t
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run the recipe; returns {"rank", "steps", "stopped_by", "last": last logged scalars, "export"}."""
     # ---- setup: everything is built before the first step; the teacher outside any zero.Init ----
+    checkpointing.check_output_dir(cfg)
     run = prepare(cfg, load_ds_config(cfg.ds_config))
     rank, world, corpus, teacher, cache = run.rank, run.world, run.corpus, run.teacher, run.cache
     micro, accumulation, total_steps, terms = run.micro, run.accumulation, run.total_steps, run.terms
+    if cfg.overwrite and rank == 0:
+        checkpointing.clear_output_dir(cfg.output_dir)
+    dist.barrier()
     engine = build_engine(run.student, run.loss, run.ds_config)
     if cache is None or run.dev_cache is None:
         teacher.model.to(engine.device)  # it runs in the loop or at evaluation
@@ -240,21 +244,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     peak = monitoring.peak_tflops(cfg.peak_tflops, compute_dtype(run.ds_config), engine.device)
     if rank == 0:
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-        save_train_config(cfg, Path(cfg.output_dir) / "train_config.json")
+        save_train_config(cfg, Path(cfg.output_dir) / checkpointing.TRAIN_CONFIG)
         print(f"mmkd train: {world} rank(s), micro-batch {micro} x accumulation {accumulation}, "
               f"{total_steps} steps ({run.steps_per_epoch}/epoch), student {n_params / 1e6:.2f}M params, "
               f"teacher {'live' if cache is None else 'cached'}, peak {peak:.2f} TFLOP/s per device", flush=True)
 
-    loop = {"step": 0, "epoch": 0, "consumed": 0}
-    if cfg.resume:
-        loop = checkpointing.load_checkpoint(engine, cfg)  # last: it restores the RNG states
+    loop, tag = {"step": 0, "epoch": 0, "consumed": 0}, None  # tag: the newest checkpoint of this run
+    if cfg.resume or cfg.resume_from is not None:
+        loop, tag = checkpointing.load_checkpoint(engine, cfg)  # last: it restores the RNG states
     engine.train()  # from_pretrained leaves the student in eval mode, dropout off
     batches = micro_batches(IndexedSplit(corpus["train"]), run.sampler, run.collator, micro, world, loop,
                             cfg.num_workers)
     throughput = monitoring.Throughput(world, peak)
     bar = monitoring.progress_bar(total_steps, loop["step"], rank == 0 and cfg.progress_bar)
     start = time.monotonic()
-    stopped_by, tag, last, logged_at = "max_steps", None, {}, loop["step"]
+    stopped_by, last, logged_at = "max_steps", {}, loop["step"]
     sums = torch.zeros(len(terms) + 1, dtype=torch.float64, device=engine.device)
 
     # ---- the loop: micro-steps (DeepSpeed accumulates and steps at the boundary), log, eval, save ----
