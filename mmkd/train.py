@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmkd import checkpointing, monitoring
+from mmkd import checkpointing, master_weights, monitoring
 from mmkd.corpus.schema import load_corpus
 from mmkd.data import LanguageSampler, MMKDCollator
 from mmkd.engine import (batch_geometry, build_engine, build_student, compute_dtype, init_distributed, load_ds_config,
@@ -235,6 +235,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         checkpointing.clear_output_dir(cfg.output_dir)
     dist.barrier()
     engine = build_engine(run.student, run.loss, run.ds_config)
+    master_weights.load_fp32_student(engine, cfg.student, teacher.hidden_size)
     if cache is None or run.dev_cache is None:
         teacher.model.to(engine.device)  # it runs in the loop or at evaluation
     dev_collator = copy.copy(run.collator)  # its own epoch (0): dev batches are masked the same at every evaluation

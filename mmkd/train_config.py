@@ -155,8 +155,8 @@ def _read_recipe(path: str) -> dict[str, Any]:
             raise MMKDError(f"{path}: train config must be .json, .yaml or .yml")
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
-        raise MMKDError(f"{path}: {where}: not valid YAML: {err.problem or err.context}; fix the file") from err
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        raise MMKDError(f"{path}:{where} not valid YAML: {err.problem or err.context}; fix the file") from err
     except (json.JSONDecodeError, ValueError, yaml.YAMLError) as err:
         raise MMKDError(f"{path}: cannot parse: {err}") from err
     if not isinstance(data, dict):

@@ -86,3 +86,11 @@ def test_values_no_run_can_use_are_refused(overrides, message):
 def test_missing_recipe_file_is_named(tmp_path):
     with pytest.raises(MMKDError, match=r"nothere\.yaml: train config file not found"):
         load_train_config(str(tmp_path / "nothere.yaml"))
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("corpus: c\nstudent: s\nmax_steps: [10\nseed: 3\n")
+    with pytest.raises(MMKDError, match=rf"^{recipe}: line 4, column 5: not valid YAML: expected ',' or ']', "
+                                        "but got ':'; fix the file$"):
+        load_train_config(str(recipe))

@@ -32,6 +32,7 @@ class Stage:
 
 
 def stages(args: argparse.Namespace) -> list[Stage]:
+    from mmkd.checkpoint_dir import complete_checkpoints
     from mmkd.evaluation.retrieval import REPORT_FILES
 
     out = Path(args.out)
@@ -44,8 +45,10 @@ def stages(args: argparse.Namespace) -> list[Stage]:
         train_argv.append(f"--max_steps={args.train_steps}")
     if args.train_minutes is not None:
         train_argv.append(f"--max_time_minutes={args.train_minutes}")
-    if (train / "checkpoints").is_dir():
+    if complete_checkpoints(train / "checkpoints"):
         train_argv.append("--resume")  # a stopped pipeline continues its training run
+    elif train.is_dir() and any(train.iterdir()):
+        train_argv.append("--overwrite")  # stopped before its first complete checkpoint: nothing to keep
     return [
         Stage("corpus", ["corpus", "build", "--langs", args.langs, "--seed", str(args.seed),
                          "--out", str(corpus)],
