@@ -116,6 +116,8 @@ def choose(root: Path, tag: str | None = None) -> tuple[Path, list[str]]:
     """
     interrupted = [f"{path.name} (a save interrupted before it completed)" for path in root.glob(f"step*{PARTIAL}")]
     if tag is not None:
+        if not TAG.fullmatch(tag):
+            raise MMKDError(f"resume_from={tag!r}: name a checkpoint folder of {root}, step<N>")
         folder = root / tag
         reason = problem(folder) if folder.is_dir() else "no such folder"
         if reason is not None:

@@ -83,7 +83,8 @@ def test_two_ranks_zero2_logs_every_term_and_throughput(zero2):
         assert all(0 <= value <= 1 and abs(value * 12 - round(value * 12)) < 1e-5 for value in logged[tag].values())
     checkpoint = zero2 / "checkpoints" / "step4"
     assert (zero2 / "checkpoints" / "latest").read_text().strip() == "step4"
-    assert {"rng_rank0.pt", "rng_rank1.pt"} <= {path.name for path in checkpoint.iterdir()}
+    assert {"rng_rank0.safetensors", "rng_rank1.safetensors", "mmkd_checkpoint.json"} <= {
+        path.name for path in checkpoint.iterdir()}
 
 
 def test_resume_after_a_stop_continues_exactly(zero2, resumed):
