@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmkd import checkpointing, monitoring
+from mmkd import checkpointing, master_weights, monitoring
 from mmkd.corpus.schema import load_corpus
 from mmkd.data import LanguageSampler, MMKDCollator
 from mmkd.engine import (batch_geometry, build_engine, build_student, compute_dtype, init_distributed, load_ds_config,
@@ -228,10 +228,15 @@ def optimizer_step(engine: Any, batches: Iterator[dict[str, Any]], cache: Any, t
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run the recipe; returns {"rank", "steps", "stopped_by", "last": last logged scalars, "export"}."""
     # ---- setup: everything is built before the first step; the teacher outside any zero.Init ----
+    checkpointing.check_output_dir(cfg)
     run = prepare(cfg, load_ds_config(cfg.ds_config))
     rank, world, corpus, teacher, cache = run.rank, run.world, run.corpus, run.teacher, run.cache
     micro, accumulation, total_steps, terms = run.micro, run.accumulation, run.total_steps, run.terms
+    if cfg.overwrite and rank == 0:
+        checkpointing.clear_output_dir(cfg.output_dir)
+    dist.barrier()
     engine = build_engine(run.student, run.loss, run.ds_config, source=cfg.ds_config)
+    master_weights.load_fp32_student(engine, cfg.student, teacher.hidden_size)
     dtype = compute_dtype(run.ds_config)
     if cache is None or run.dev_cache is None:
         teacher.model.to(engine.device)  # it runs in the loop or at evaluation
@@ -242,7 +247,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     peak = monitoring.peak_tflops(cfg.peak_tflops, dtype, engine.device)
     if rank == 0:
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-        save_train_config(cfg, Path(cfg.output_dir) / "train_config.json")
+        save_train_config(cfg, Path(cfg.output_dir) / checkpointing.TRAIN_CONFIG)
         print(f"mmkd train: {world} rank(s), micro-batch {micro} x accumulation {accumulation}, "
               f"{total_steps} steps ({run.steps_per_epoch}/epoch), student {n_params / 1e6:.2f}M params, "
               f"teacher {'live' if cache is None else 'cached'}, compute dtype {str(dtype).removeprefix('torch.')} "
@@ -251,9 +256,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if warning:
             print(f"mmkd train: {warning}", flush=True)
 
-    loop = {"step": 0, "epoch": 0, "consumed": 0}
-    if cfg.resume:
-        loop = checkpointing.load_checkpoint(engine, cfg)  # last: it restores the RNG states
+    loop, tag = {"step": 0, "epoch": 0, "consumed": 0}, None  # tag: the newest checkpoint of this run
+    if cfg.resume or cfg.resume_from is not None:
+        loop, tag = checkpointing.load_checkpoint(engine, cfg)  # last: it restores the RNG states
     loop.setdefault("changed_steps", loop["step"])  # steps that changed the weights (older checkpoints: all)
     loop.setdefault("train_seconds", 0.0)  # loop time of the runs resumed, for the time-bounded schedule
     engine.train()  # from_pretrained leaves the student in eval mode, dropout off
@@ -265,7 +270,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     health = StepHealth(cfg.max_skipped_steps, changed_before=loop["changed_steps"])
     elapsed = loop["train_seconds"]  # the first step of a run starts where the resumed runs stopped
     lr = engine.get_lr()[0]
-    stopped_by, tag, last, logged_at = "max_steps", None, {}, loop["step"]
+    stopped_by, last, logged_at = "max_steps", {}, loop["step"]
     sums = torch.zeros(len(terms) + 1, dtype=torch.float64, device=engine.device)
 
     # ---- the loop: micro-steps (DeepSpeed accumulates and steps at the boundary), log, eval, save ----

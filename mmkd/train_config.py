@@ -58,7 +58,10 @@ class TrainConfig:
     eval_batches: int = 20  # dev micro-batches per language per evaluation; 0 = the whole dev split
     eval_retrieval: bool = True  # dev evaluation also logs top-1 translation retrieval (pool of 200 per language)
     save_interval: int = 1000  # steps between checkpoints (one is always written at the end)
-    resume: bool = False  # continue exactly from the latest checkpoint in output_dir
+    resume: bool = False  # continue exactly from the newest complete checkpoint in output_dir
+    resume_from: str | None = None  # continue from this checkpoint of output_dir/checkpoints (step<N>)
+    keep_checkpoints: int = 3  # complete checkpoints kept, the newest; older ones are deleted; 0 = keep all
+    overwrite: bool = False  # start over in a non-empty output_dir, deleting its checkpoints, export, logs
     export: bool = True  # write the HF and sentence-transformers model directories at the end
     peak_tflops: float = 0.0  # per-device peak for MFU; 0 = A100 312, H100 989 (bf16), CPU measured
     progress_bar: bool = True  # tqdm bar on rank 0
@@ -86,6 +89,7 @@ class TrainConfig:
             "eval_interval": self.eval_interval >= 0,
             "eval_batches": self.eval_batches >= 0,
             "save_interval": self.save_interval >= 1,
+            "keep_checkpoints": self.keep_checkpoints >= 0,
             "peak_tflops": self.peak_tflops >= 0,
             "num_workers": self.num_workers >= 0,
             **training_value_checks(self),
@@ -167,16 +171,20 @@ def _read_recipe(path: str) -> dict[str, Any]:
     if not file.is_file():
         raise MMKDError(f"{path}: train config file not found")
     text = file.read_text()
+    import yaml
+
     try:
         if file.suffix in (".yaml", ".yml"):
-            import yaml
-
             data = yaml.safe_load(text) or {}
         elif file.suffix == ".json":
             data = json.loads(text)
         else:
             raise MMKDError(f"{path}: train config must be .json, .yaml or .yml")
-    except (json.JSONDecodeError, ValueError) as err:
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        raise MMKDError(f"{path}:{where} not valid YAML: {err.problem or err.context}; fix the file") from err
+    except (json.JSONDecodeError, ValueError, yaml.YAMLError) as err:
         raise MMKDError(f"{path}: cannot parse: {err}") from err
     if not isinstance(data, dict):
         raise MMKDError(f"{path}: train config must be a mapping of key: value")

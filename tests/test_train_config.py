@@ -100,3 +100,11 @@ def test_missing_recipe_file_is_named(tmp_path):
 def test_values_that_can_only_fail_at_a_step_are_refused_when_read(override, message):
     with pytest.raises(MMKDError, match=rf"train config: bad value: {message}"):
         load_train_config(None, [*REQUIRED, override])
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("corpus: c\nstudent: s\nmax_steps: [10\nseed: 3\n")
+    with pytest.raises(MMKDError, match=rf"^{recipe}: line 4, column 5: not valid YAML: expected ',' or ']', "
+                                        "but got ':'; fix the file$"):
+        load_train_config(str(recipe))

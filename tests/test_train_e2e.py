@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mmkd.engine import free_port
-from tiny_setup import build_tiny, subprocess_env
+from tiny_setup import build_tiny, scalars, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -46,15 +46,6 @@ def run_train(tiny: Path, name: str, overrides: list[str], ranks: int) -> Path:
     result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
     return out
-
-
-def scalars(out: Path) -> dict[str, dict[int, float]]:
-    """Every TensorBoard scalar of a run: {tag: {global_samples: value}} (all event files of the run)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(out / "tensorboard" / "mmkd"), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: {event.step: event.value for event in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +83,8 @@ def test_two_ranks_zero2_logs_every_term_and_throughput(zero2):
         assert all(0 <= value <= 1 and abs(value * 12 - round(value * 12)) < 1e-5 for value in logged[tag].values())
     checkpoint = zero2 / "checkpoints" / "step4"
     assert (zero2 / "checkpoints" / "latest").read_text().strip() == "step4"
-    assert {"rng_rank0.pt", "rng_rank1.pt"} <= {path.name for path in checkpoint.iterdir()}
+    assert {"rng_rank0.safetensors", "rng_rank1.safetensors", "mmkd_checkpoint.json"} <= {
+        path.name for path in checkpoint.iterdir()}
 
 
 def test_resume_after_a_stop_continues_exactly(zero2, resumed):

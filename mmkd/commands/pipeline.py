@@ -47,6 +47,7 @@ def corpus_stage(args: argparse.Namespace, corpus: Path) -> Stage:
 
 
 def stages(args: argparse.Namespace) -> list[Stage]:
+    from mmkd.checkpoint_dir import complete_checkpoints
     from mmkd.evaluation.retrieval import REPORT_FILES
 
     if args.corpus is not None and args.langs is not None:
@@ -68,8 +69,10 @@ def stages(args: argparse.Namespace) -> list[Stage]:
         train_argv.append(f"--max_steps={args.train_steps}")
     if args.train_minutes is not None:
         train_argv.append(f"--max_time_minutes={args.train_minutes}")
-    if (train / "checkpoints").is_dir():
+    if complete_checkpoints(train / "checkpoints"):
         train_argv.append("--resume")  # a stopped pipeline continues its training run
+    elif train.is_dir() and any(train.iterdir()):
+        train_argv.append("--overwrite")  # stopped before its first complete checkpoint: nothing to keep
     return [
         *([] if given else [corpus_stage(args, corpus)]),
         Stage("student", ["init-student", "--corpus", str(corpus), "--out", str(student),
