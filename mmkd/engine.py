@@ -33,8 +33,9 @@ from torch import nn
 from mmkd.errors import MMKDError
 from mmkd.models.student import MMKDStudent, load_student
 from mmkd.objectives.combined import MMKDLoss, MMKDLossOutput
+from mmkd.shipped_configs import resolve_config
 
-CPU_CONFIG = "ds_configs/cpu_bf16_zero2.json"
+CPU_CONFIG = "cpu_bf16_zero2"  # a shipped DeepSpeed JSON (ds_configs/)
 APEX_OPTIMIZERS = {"apex_fused_lamb": "FusedLAMB", "apex_fused_adam": "FusedAdam"}
 APEX_HINT = (
     "NVIDIA apex is not installed; mmkd never depends on it. Build it on a CUDA machine with "
@@ -86,10 +87,8 @@ def free_port() -> int:
 
 def load_ds_config(path: str | Path) -> dict[str, Any]:
     """The DeepSpeed JSON at `path`, checked: fp16 on a machine without a GPU is refused here,
-    before anything is built."""
-    file = Path(path)
-    if not file.is_file():
-        raise MMKDError(f"{path}: DeepSpeed config not found (train config key ds_config)")
+    before anything is built. `path` may name a shipped config (mmkd.shipped_configs)."""
+    file = resolve_config(path, "ds_configs")
     try:
         config = json.loads(file.read_text())
     except json.JSONDecodeError as err:

@@ -20,6 +20,7 @@ from typing import Any
 from mmkd.errors import MMKDError
 from mmkd.objectives.combined import TERM_WEIGHTS
 from mmkd.objectives.structure import FORMS, IMPLS
+from mmkd.shipped_configs import resolve_config
 
 
 @dataclass
@@ -32,7 +33,7 @@ class TrainConfig:
     teacher_cache: str | None = None  # `mmkd cache-teacher --split train` output; unless live_teacher
     dev_teacher_cache: str | None = None  # the same for --split dev; None = teacher runs at evaluation
     live_teacher: bool = False  # run the teacher in the loop instead of reading the cache
-    ds_config: str = "ds_configs/cpu_bf16_zero2.json"  # batch, lr, optimizer, precision, ZeRO
+    ds_config: str = "cpu_bf16_zero2"  # DeepSpeed JSON, a path or shipped name: batch, lr, optimizer, ZeRO
     output_dir: str = "runs/mmkd"  # checkpoints/, tensorboard/, export/, train_config.json
     # --- objectives (mmkd-method.md; the arguments of mmkd.objectives.combined.MMKDLoss) ---
     weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TERM_WEIGHTS, 1.0))
@@ -136,9 +137,7 @@ def save_train_config(cfg: TrainConfig, path: str | Path) -> None:
 
 
 def _read_recipe(path: str) -> dict[str, Any]:
-    file = Path(path)
-    if not file.is_file():
-        raise MMKDError(f"{path}: train config file not found")
+    file = resolve_config(path, "recipes")
     text = file.read_text()
     try:
         if file.suffix in (".yaml", ".yml"):
