@@ -79,7 +79,8 @@ def teacher_outputs(batch: dict[str, Any], cache: Any, teacher: Any, device: tor
     """TeacherOutputs on `device` for the x of a CPU batch: from the cache by batch["index"], or the
     live teacher (on `device`)."""
     if cache is None:
-        return teacher.encode(batch["teacher_input_ids"].to(device), batch["teacher_attention_mask"].to(device))
+        return teacher.encode(batch["teacher_input_ids"].to(device), batch["teacher_attention_mask"].to(device),
+                              batch["src"])
     found = cache.lookup(batch["index"], batch["teacher_input_ids"].shape[1])
     return dataclasses.replace(found, **{field.name: getattr(found, field.name).to(device)
                                          for field in dataclasses.fields(found)})

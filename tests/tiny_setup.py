@@ -84,3 +84,23 @@ def subprocess_env() -> dict[str, str]:
     env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                HF_DATASETS_OFFLINE="1")
     return env
+
+
+def st_teacher(plain: Path, out: Path, kind: str) -> Path:
+    """A sentence-transformers teacher over the tiny plain teacher `plain` (BERT, hidden 32), saved to
+    `out`: "dense_normalize" (mean Pooling, Dense 32 -> 32 tanh, Normalize: the LaBSE layout),
+    "lasttoken" (last-token Pooling) or "prompt" (mean Pooling, default prompt "query: ")."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+
+    transformer = Transformer(str(plain))
+    size = transformer.get_embedding_dimension()
+    modules = {
+        "dense_normalize": [Pooling(size, pooling_mode="mean"), Dense(size, size), Normalize()],
+        "lasttoken": [Pooling(size, pooling_mode="lasttoken")],
+        "prompt": [Pooling(size, pooling_mode="mean")],
+    }[kind]
+    torch.manual_seed(1)
+    prompts = {"prompts": {"query": "query: "}, "default_prompt_name": "query"} if kind == "prompt" else {}
+    SentenceTransformer(modules=[transformer, *modules], device="cpu", **prompts).save(str(out))
+    return out

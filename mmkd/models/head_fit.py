@@ -64,7 +64,7 @@ def fit_projection_heads(student: MMKDStudent, teacher: Teacher, english: Sequen
             s_enc = encode_texts(student.tokenizer, batch, max_length=max_length)
             t_enc = encode_texts(teacher.tokenizer, batch, max_length=max_length)
             s_states = student.hidden_states(s_enc["input_ids"], s_enc["attention_mask"]).float()
-            t_out = teacher.encode(t_enc["input_ids"], t_enc["attention_mask"])
+            t_out = teacher.encode(t_enc["input_ids"], t_enc["attention_mask"], batch)
             sentence_s.append(mean_pool(s_states, s_enc["attention_mask"]))
             sentence_t.append(t_out.sentence_embedding)
             matches = match_spans(token_spans(s_enc, 0, student.tokenizer.all_special_ids),
