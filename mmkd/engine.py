@@ -17,10 +17,12 @@ the scheduler's `total_num_steps: "auto"`) and picks the optimizer:
 from __future__ import annotations
 
 import copy
+import difflib
 import importlib
 import json
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +87,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def load_ds_config(path: str | Path) -> dict[str, Any]:
-    """The DeepSpeed JSON at `path`, checked: fp16 on a machine without a GPU is refused here,
-    before anything is built. `path` may name a shipped config (mmkd.shipped_configs)."""
+def load_ds_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The DeepSpeed JSON at `path` with `overrides` (train config key `ds`: dotted path -> value)
+    applied, checked: fp16 on a machine without a GPU is refused here, before anything is built.
+    `path` may name a shipped config (mmkd.shipped_configs)."""
     file = resolve_config(path, "ds_configs")
     try:
         config = json.loads(file.read_text())
@@ -95,8 +98,29 @@ def load_ds_config(path: str | Path) -> dict[str, Any]:
         raise MMKDError(f"{path}: not valid JSON: {err}") from err
     if not isinstance(config, dict):
         raise MMKDError(f"{path}: a DeepSpeed config is a JSON object")
+    config = with_ds_overrides(config, overrides or {}, str(path))
     if config.get("fp16", {}).get("enabled") and get_accelerator().device_name() == "cpu":
         raise MMKDError(f"{path}: fp16 needs a GPU; use {CPU_CONFIG} (bf16)")
+    return config
+
+
+def with_ds_overrides(config: dict[str, Any], overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A copy of `config` with each dotted path of `overrides` set to its value. Every key of a path
+    must exist in `config` (DeepSpeed ignores unknown keys, so a misspelt path would change nothing):
+    MMKDError naming the path and the close matches otherwise."""
+    config = copy.deepcopy(config)
+    for path, value in overrides.items():
+        node, parts = config, path.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                keys = list(node) if isinstance(node, dict) else []
+                close = difflib.get_close_matches(part, keys, n=3)
+                hint = f"did you mean {', '.join(close)}?" if close else f"its keys: {', '.join(keys) or 'none'}"
+                raise MMKDError(f"{source}: ds.{path}: no key {part!r} under {'.'.join(parts[:depth]) or 'the top'} "
+                                f"of the DeepSpeed JSON ({hint}); new blocks belong in a JSON file")
+            if depth == len(parts) - 1:
+                node[part] = value
+            node = node[part]
     return config
 
 

@@ -41,7 +41,7 @@ from mmkd.models.teacher import load_teacher
 from mmkd.objectives.combined import TERM_WEIGHTS, LossWeights, MMKDLoss, MMKDLossOutput
 from mmkd.phases import phase
 from mmkd.teacher_cache import TeacherCache
-from mmkd.train_config import TrainConfig, load_train_config, save_train_config
+from mmkd.train_config import TrainConfig, config_key_help, load_train_config, save_train_config
 
 
 class IndexedSplit(Dataset):
@@ -228,7 +228,7 @@ def optimizer_step(engine: Any, batches: Iterator[dict[str, Any]], cache: Any, t
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run the recipe; returns {"rank", "steps", "stopped_by", "last": last logged scalars, "export"}."""
     # ---- setup: everything is built before the first step; the teacher outside any zero.Init ----
-    run = prepare(cfg, load_ds_config(cfg.ds_config))
+    run = prepare(cfg, load_ds_config(cfg.ds_config, cfg.ds))
     rank, world, corpus, teacher, cache = run.rank, run.world, run.corpus, run.teacher, run.cache
     micro, accumulation, total_steps, terms = run.micro, run.accumulation, run.total_steps, run.terms
     engine = build_engine(run.student, run.loss, run.ds_config)
@@ -320,7 +320,11 @@ def agreed(flag: bool, device: torch.device) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m mmkd.train` and `deepspeed --module mmkd.train`."""
-    path, overrides = split_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(f"{__doc__}\ntrain config keys:\n{config_key_help()}")
+        return 0
+    path, overrides = split_args(argv)
     try:
         summary = train(load_train_config(path, overrides))
     except MMKDError as err:
