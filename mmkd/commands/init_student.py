@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     corpus = load_corpus(args.corpus)
     report = init_student(corpus_training_texts(corpus), args.out, source=args.source, teacher=args.teacher,
                           vocab_size=args.vocab_size, seed=args.seed, english=list(corpus["train"]["src"]),
-                          keep_vocab=args.keep_vocab)
+                          keep_vocab=args.keep_vocab, progress=True)
     counts = report.embeddings
     if counts is None:
         print(f"vocabulary: the source's own, {report.vocab_size} tokens; its masked LM kept whole")

@@ -216,12 +216,13 @@ def student_mlm(tokenizer: PreTrainedTokenizerBase, source: BertForMaskedLM, sou
 
 def make_student(texts: Iterable[str], source: str | None = None, teacher: str | None = None,
                  vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0, english: Sequence[str] = (),
-                 keep_vocab: bool = False) -> tuple[MMKDStudent, InitStudentReport]:
+                 keep_vocab: bool = False, progress: bool = False) -> tuple[MMKDStudent, InitStudentReport]:
     """A new student (in memory, eval mode). `source` = encoder whose layers are copied into a vocabulary
     trained on `texts` (default: the teacher), or with `keep_vocab` the masked LM kept whole with its own
     tokenizer (`texts` unused); `teacher` = teacher path or hub name (default: the packaged
     all-MiniLM-L6-v2), which sets d_T. With `english` sentences, the projection heads are fitted on them
-    against the teacher (see mmkd.models.head_fit); without, they are seeded random."""
+    against the teacher (see mmkd.models.head_fit); without, they are seeded random. `progress` shows
+    progress bars for the vocabulary training and the head fit."""
     teacher_model = load_teacher(teacher)
     d_teacher, teacher_sha256 = teacher_model.hidden_size, teacher_model.weights_sha256
     teacher_directory = Path(teacher_model.name) if teacher is None else model_dir(teacher, "teacher")
@@ -234,7 +235,8 @@ def make_student(texts: Iterable[str], source: str | None = None, teacher: str |
     else:
         source_model, transform_from_source = load_source(source_directory)
         source_tokenizer = AutoTokenizer.from_pretrained(source_directory)
-        tokenizer = train_wordpiece(texts, vocab_size, model_max_length=source_model.config.max_position_embeddings)
+        tokenizer = train_wordpiece(texts, vocab_size, model_max_length=source_model.config.max_position_embeddings,
+                                    progress=progress)
         mlm, counts = student_mlm(tokenizer, source_model, transform_from_source, source_tokenizer, seed)
     vocab_seconds = 0.0 if keep_vocab else time.perf_counter() - start
     if source is None:
@@ -243,7 +245,7 @@ def make_student(texts: Iterable[str], source: str | None = None, teacher: str |
         source_name, source_sha256 = source, weights_sha256(source_directory)
     heads = create_projection_heads(mlm.config.hidden_size, d_teacher, seed)
     student = MMKDStudent(mlm, heads, tokenizer, {"name": source_name, "weights_sha256": source_sha256})
-    head_fit = fit_projection_heads(student, teacher_model, english, seed=seed) if english else None
+    head_fit = fit_projection_heads(student, teacher_model, english, seed=seed, progress=progress) if english else None
     report = InitStudentReport(vocab_size=len(tokenizer), vocab_seconds=vocab_seconds, embeddings=counts,
                                transform_from_source=transform_from_source, d_student=student.d_student,
                                d_teacher=d_teacher, source=student.source, head_fit=head_fit)
@@ -261,11 +263,11 @@ def kept_mlm(directory: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase,
 
 def init_student(texts: Iterable[str], out: str | Path, source: str | None = None, teacher: str | None = None,
                  vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0, english: Sequence[str] = (),
-                 keep_vocab: bool = False) -> InitStudentReport:
+                 keep_vocab: bool = False, progress: bool = False) -> InitStudentReport:
     """`make_student`, saved to `out` (a new or empty directory)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MMKDError(f"{out}: exists and is not an empty directory; init-student writes a new student")
-    student, report = make_student(texts, source, teacher, vocab_size, seed, english, keep_vocab)
+    student, report = make_student(texts, source, teacher, vocab_size, seed, english, keep_vocab, progress)
     student.save(out)
     return report
