@@ -17,10 +17,12 @@ the scheduler's `total_num_steps: "auto"`) and picks the optimizer:
 from __future__ import annotations
 
 import copy
+import difflib
 import importlib
 import json
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,9 @@ from mmkd.ds_config import check_batch_sizes, check_known_keys, one_line, resolv
 from mmkd.errors import MMKDError
 from mmkd.models.student import MMKDStudent, load_student
 from mmkd.objectives.combined import MMKDLoss, MMKDLossOutput
+from mmkd.shipped_configs import resolve_config
 
-CPU_CONFIG = "ds_configs/cpu_bf16_zero2.json"
+CPU_CONFIG = "cpu_bf16_zero2"  # a shipped DeepSpeed JSON (ds_configs/)
 APEX_OPTIMIZERS = {"apex_fused_lamb": "FusedLAMB", "apex_fused_adam": "FusedAdam"}
 APEX_HINT = (
     "NVIDIA apex is not installed; mmkd never depends on it. Build it on a CUDA machine with "
@@ -85,19 +88,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def load_ds_config(path: str | Path) -> dict[str, Any]:
-    """The DeepSpeed JSON at `path`, checked before anything is built (mmkd.ds_config): fp16 on a
-    machine without a GPU, bf16 on a device without it, keys DeepSpeed does not know, "auto" values
-    (resolved or refused), an lr that can only train nothing. Raises MMKDError naming the file."""
-    file = Path(path)
-    if not file.is_file():
-        raise MMKDError(f"{path}: DeepSpeed config not found (train config key ds_config)")
+def load_ds_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The DeepSpeed JSON at `path` with `overrides` (train config key `ds`: dotted path -> value)
+    applied, checked before anything is built (mmkd.ds_config): fp16 on a machine without a GPU,
+    bf16 on a device without it, keys DeepSpeed does not know, "auto" values (resolved or refused),
+    an lr that can only train nothing. `path` may name a shipped config (mmkd.shipped_configs).
+    Raises MMKDError naming the file."""
+    file = resolve_config(path, "ds_configs")
     try:
         config = json.loads(file.read_text())
     except json.JSONDecodeError as err:
         raise MMKDError(f"{path}: not valid JSON: {err}") from err
     if not isinstance(config, dict):
         raise MMKDError(f"{path}: a DeepSpeed config is a JSON object")
+    config = with_ds_overrides(config, overrides or {}, str(path))
     if config.get("fp16", {}).get("enabled") and get_accelerator().device_name() == "cpu":
         raise MMKDError(f"{path}: fp16 needs a GPU; use {CPU_CONFIG} (bf16)")
     if config.get("bf16", {}).get("enabled") and not get_accelerator().is_bf16_supported():
@@ -117,6 +121,26 @@ def check_learning_rates(ds_config: dict[str, Any], source: str | Path) -> None:
         value = (block or {}).get("params", {}).get(key.rsplit(".", 1)[1])
         if value is not None and not (isinstance(value, (int, float)) and value > 0):
             raise MMKDError(f"{source}: {key}={value!r} trains nothing; set a learning rate > 0")
+
+
+def with_ds_overrides(config: dict[str, Any], overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A copy of `config` with each dotted path of `overrides` set to its value. Every key of a path
+    must exist in `config` (DeepSpeed ignores unknown keys, so a misspelt path would change nothing):
+    MMKDError naming the path and the close matches otherwise."""
+    config = copy.deepcopy(config)
+    for path, value in overrides.items():
+        node, parts = config, path.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                keys = list(node) if isinstance(node, dict) else []
+                close = difflib.get_close_matches(part, keys, n=3)
+                hint = f"did you mean {', '.join(close)}?" if close else f"its keys: {', '.join(keys) or 'none'}"
+                raise MMKDError(f"{source}: ds.{path}: no key {part!r} under {'.'.join(parts[:depth]) or 'the top'} "
+                                f"of the DeepSpeed JSON ({hint}); new blocks belong in a JSON file")
+            if depth == len(parts) - 1:
+                node[part] = value
+            node = node[part]
+    return config
 
 
 def batch_geometry(ds_config: dict[str, Any], source: str | Path) -> tuple[int, int]:

@@ -119,7 +119,7 @@ def profile(cfg: TrainConfig, steps: int, warmup: int, report_dir: Path) -> dict
         raise MMKDError(f"profile: --steps ({steps}) and --warmup ({warmup}) must be >= 1 (the flops profiler "
                         "runs on the last warm-up step, outside the measured ones)")
     report_dir.mkdir(parents=True, exist_ok=True)
-    ds_config = profiling_ds_config(load_ds_config(cfg.ds_config), report_dir, profile_step=warmup - 1)
+    ds_config = profiling_ds_config(load_ds_config(cfg.ds_config, cfg.ds), report_dir, profile_step=warmup - 1)
     run, engine, batches = start_training(cfg, ds_config)
     n_params = parameter_count(engine.module.student)
     peak = monitoring.peak_tflops(cfg.peak_tflops, compute_dtype(run.ds_config), engine.device)

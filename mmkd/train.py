@@ -42,7 +42,7 @@ from mmkd.phases import phase
 from mmkd.schedule import RunBudget, set_schedule_iteration, warmup_beyond_run
 from mmkd.step_health import StepHealth
 from mmkd.teacher_cache import TeacherCache
-from mmkd.train_config import TrainConfig, load_train_config, save_train_config
+from mmkd.train_config import TrainConfig, config_key_help, load_train_config, save_train_config
 
 
 class IndexedSplit(Dataset):
@@ -80,7 +80,8 @@ def teacher_outputs(batch: dict[str, Any], cache: Any, teacher: Any, device: tor
     """TeacherOutputs on `device` for the x of a CPU batch: from the cache by batch["index"], or the
     live teacher (on `device`)."""
     if cache is None:
-        return teacher.encode(batch["teacher_input_ids"].to(device), batch["teacher_attention_mask"].to(device))
+        return teacher.encode(batch["teacher_input_ids"].to(device), batch["teacher_attention_mask"].to(device),
+                              batch["src"])
     found = cache.lookup(batch["index"], batch["teacher_input_ids"].shape[1])
     return dataclasses.replace(found, **{field.name: getattr(found, field.name).to(device)
                                          for field in dataclasses.fields(found)})
@@ -229,7 +230,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run the recipe; returns {"rank", "steps", "stopped_by", "last": last logged scalars, "export"}."""
     # ---- setup: everything is built before the first step; the teacher outside any zero.Init ----
     checkpointing.check_output_dir(cfg)
-    run = prepare(cfg, load_ds_config(cfg.ds_config))
+    run = prepare(cfg, load_ds_config(cfg.ds_config, cfg.ds))
     rank, world, corpus, teacher, cache = run.rank, run.world, run.corpus, run.teacher, run.cache
     micro, accumulation, total_steps, terms = run.micro, run.accumulation, run.total_steps, run.terms
     if cfg.overwrite and rank == 0:
@@ -352,7 +353,11 @@ def agreed(elapsed: float, skipped: torch.Tensor, device: torch.device) -> tuple
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m mmkd.train` and `deepspeed --module mmkd.train`."""
-    path, overrides = split_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(f"{__doc__}\ntrain config keys:\n{config_key_help()}")
+        return 0
+    path, overrides = split_args(argv)
     try:
         summary = train(load_train_config(path, overrides))
     except MMKDError as err:

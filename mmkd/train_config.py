@@ -1,17 +1,20 @@
 """The training recipe: one dataclass of defaults, a JSON/YAML file of deltas, then `--key=value`.
 
 Order (nanoGPT's configurator, without `exec`): the defaults below, then the recipe file, then the
-command-line overrides; every value is type-checked and unknown keys are refused with the close
-matches. Batch sizes, learning rate, optimizer, scheduler, precision and ZeRO stage are NOT here:
-they live in the DeepSpeed JSON named by `ds_config`, their only owner.
+command-line overrides (`--key=value` or `--key value`); every value is type-checked and unknown keys
+are refused with the close matches. Batch sizes, learning rate, optimizer, scheduler, precision and
+ZeRO stage are NOT here: they live in the DeepSpeed JSON named by `ds_config`, their only owner; `ds`
+records changes to values of that JSON (`--ds.optimizer.params.lr=1e-4`), applied when it is loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from typing import Any
 from mmkd.errors import MMKDError
 from mmkd.objectives.combined import TERM_WEIGHTS
 from mmkd.objectives.structure import FORMS, IMPLS, SENTENCE_MODES
+from mmkd.shipped_configs import resolve_config
 
 
 @dataclass
@@ -33,10 +37,11 @@ class TrainConfig:
     teacher_cache: str | None = None  # `mmkd cache-teacher --split train` output; unless live_teacher
     dev_teacher_cache: str | None = None  # the same for --split dev; None = teacher runs at evaluation
     live_teacher: bool = False  # run the teacher in the loop instead of reading the cache
-    ds_config: str = "ds_configs/cpu_bf16_zero2.json"  # batch, lr, optimizer, precision, ZeRO
+    ds_config: str = "cpu_bf16_zero2"  # DeepSpeed JSON, a path or shipped name: batch, lr, optimizer, ZeRO
+    ds: dict[str, Any] = field(default_factory=dict)  # changes to ds_config values: --ds.optimizer.params.lr=1e-4
     output_dir: str = "runs/mmkd"  # checkpoints/, tensorboard/, export/, train_config.json
     # --- objectives (mmkd-method.md; the arguments of mmkd.objectives.combined.MMKDLoss) ---
-    weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TERM_WEIGHTS, 1.0))
+    weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TERM_WEIGHTS, 1.0))  # --weights.tlm=0.1
     tau_w: float = 0.05  # XWCL temperature
     struct_tau: float = 0.1  # StrucA temperature
     struct_form: str = "kl"  # StrucA form: "kl" | "pearson"
@@ -131,6 +136,7 @@ def training_value_checks(cfg: TrainConfig) -> dict[str, bool]:
 
 
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrainConfig)
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 DEEPSPEED_OWNED = {
     "lr", "learning_rate", "batch_size", "micro_batch_size", "train_batch_size",
     "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "optimizer", "scheduler",
@@ -140,20 +146,23 @@ DEEPSPEED_OWNED = {
 
 
 def load_train_config(path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults, then the recipe file (.json, .yaml, .yml) at `path`, then `--key=value` overrides.
+    """Defaults, then the recipe file (.json, .yaml, .yml) at `path` (or a shipped recipe's name), then
+    the overrides: `--key=value` or `--key value`.
 
     `--flag` alone sets a bool key to true; dashes in keys read as underscores (`--live-teacher`);
-    `weights` entries are set one by one with `--weights.tlm=0.5`.
+    `weights` entries are set one by one with `--weights.tlm=0.5` (or all at once, `--weights={tlm: 0.5}`);
+    `--ds.<dotted path>=value` changes a value of the DeepSpeed JSON (recorded in `ds`).
     """
     values: dict[str, Any] = {}
     if path is not None:
         values.update(_check_mapping(_read_recipe(path), source=path))
-    for item in overrides or []:
+    for item in joined_overrides(overrides or []):
         key, value = _parse_override(item)
-        if key.startswith("weights."):
-            weights = dict(values.get("weights", TrainConfig().weights))
-            weights[key.split(".", 1)[1]] = value
-            values["weights"] = weights
+        if key.startswith(("weights.", "ds.")):
+            name, entry = key.split(".", 1)
+            entries = dict(values.get(name, getattr(TrainConfig(), name)))
+            entries[entry] = value
+            values[name] = entries
         else:
             values[key] = value
         values = _check_mapping(values, source=f"override {item!r}")
@@ -162,14 +171,45 @@ def load_train_config(path: str | None = None, overrides: list[str] | None = Non
     return cfg
 
 
+def joined_overrides(args: list[str]) -> list[str]:
+    """`--key value` pairs joined into `--key=value`; `--key=value` and a bool `--flag` alone are kept.
+    A word not starting with "--" after a key that takes a value (or after a bool key, when it reads as
+    a bool) is that key's value; any other stray word is refused."""
+    joined: list[str] = []
+    for arg in args:
+        previous = joined[-1] if joined else ""
+        if arg.startswith("--") or not previous.startswith("--") or "=" in previous:
+            if not arg.startswith("--"):
+                raise MMKDError(f"override {arg!r}: expected --key=value or --key value")
+            joined.append(arg)
+            continue
+        key = previous[2:].replace("-", "_")
+        if FIELD_TYPES.get(key) is bool and arg.lower() not in BOOL_WORDS:
+            raise MMKDError(f"override {arg!r}: expected --key=value or --key value ({previous} is a flag)")
+        joined[-1] = f"{previous}={arg}"
+    return joined
+
+
+def config_key_help() -> str:
+    """One line per TrainConfig key, "--key  type  (default ...)  comment", from the dataclass and the
+    comments beside its fields (the `mmkd train --help` epilog)."""
+    source = inspect.getsource(TrainConfig)
+    comments = dict(re.findall(r"^\s{4}(\w+): [^\n]*?#\s*(.*)$", source, flags=re.MULTILINE))
+    defaults = TrainConfig()
+    lines = []
+    for spec in dataclasses.fields(TrainConfig):
+        kind = getattr(FIELD_TYPES[spec.name], "__name__", None) or str(FIELD_TYPES[spec.name])
+        lines.append(f"  --{spec.name:<22} {str(kind).replace('typing.', ''):<16} "
+                     f"(default {getattr(defaults, spec.name)!r})  {comments.get(spec.name, '')}".rstrip())
+    return "\n".join(lines)
+
+
 def save_train_config(cfg: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 def _read_recipe(path: str) -> dict[str, Any]:
-    file = Path(path)
-    if not file.is_file():
-        raise MMKDError(f"{path}: train config file not found")
+    file = resolve_config(path, "recipes")
     text = file.read_text()
     import yaml
 
@@ -203,13 +243,18 @@ def _check_mapping(values: dict[str, Any], source: str) -> dict[str, Any]:
 
 def _unknown_key(key: str, source: str) -> MMKDError:
     if key in DEEPSPEED_OWNED:
-        return MMKDError(f"{source}: {key!r} is set in the DeepSpeed JSON (train config key ds_config), not here")
+        return MMKDError(f"{source}: {key!r} is set in the DeepSpeed JSON (train config key ds_config), not here; "
+                         f"change it with --ds.<path in the JSON>=value (e.g. --ds.optimizer.params.lr=1e-4)")
     close = difflib.get_close_matches(key, FIELD_TYPES, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {', '.join(FIELD_TYPES)}"
     return MMKDError(f"{source}: unknown train config key {key!r}{hint}")
 
 
 def _check_type(key: str, value: Any, annotation: Any, source: str) -> Any:
+    if key == "ds":
+        if not isinstance(value, dict) or not all(isinstance(path, str) for path in value):
+            raise MMKDError(f"{source}: ds must be a mapping of dotted DeepSpeed JSON path -> value")
+        return dict(value)
     if key == "weights":
         if not isinstance(value, dict):
             raise MMKDError(f"{source}: weights must be a mapping of objective -> weight")
@@ -233,6 +278,10 @@ def _parse_override(item: str) -> tuple[str, Any]:
     if not item.startswith("--"):
         raise MMKDError(f"override {item!r}: expected --key=value")
     key, sep, raw = item[2:].partition("=")
+    if key.startswith("ds."):
+        if not sep or key == "ds.":
+            raise MMKDError(f"override {item!r}: expected --ds.<path in the DeepSpeed JSON>=value")
+        return key, yaml_value(raw)
     key = key.replace("-", "_")
     if key.startswith("weights."):
         annotation: Any = float
@@ -247,6 +296,23 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key, _parse_value(key, raw, annotation, item)
 
 
+def yaml_value(raw: str) -> Any:
+    """A command-line value read as YAML (JSON included): 1e-4 -> float, true -> bool, {tlm: 0.1} -> dict,
+    anything else a string. MMKDError when it does not parse."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise MMKDError(f"value {raw!r}: cannot parse: {err}") from err
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _parse_value(key: str, raw: str, annotation: Any, item: str) -> Any:
     allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
     if type(None) in allowed and raw.lower() in ("none", "null"):
@@ -254,9 +320,9 @@ def _parse_value(key: str, raw: str, annotation: Any, item: str) -> Any:
     base = next(t for t in allowed if t is not type(None))
     try:
         if base is bool:
-            return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[raw.lower()]
-        if base is dict:
-            return json.loads(raw)
+            return BOOL_WORDS[raw.lower()]
+        if typing.get_origin(base) is dict:
+            return yaml_value(raw)
         return base(raw)
     except (KeyError, ValueError) as err:
         raise MMKDError(f"override {item!r}: {key} must be {base.__name__}, got {raw!r}") from err

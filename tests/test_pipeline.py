@@ -69,6 +69,16 @@ def test_runs_every_stage_in_order_then_skips_them(fake_stages, capsys):
     assert calls == []
 
 
+def test_teacher_and_student_reach_every_stage_that_takes_them(fake_stages):
+    calls, _, out = fake_stages
+    assert cli.main(["pipeline", "--out", str(out), "--teacher", "T", "--student", "S"]) == 0
+    init, cache_train, cache_dev, train, evaluate = calls[1:]
+    assert init[init.index("--source") + 1] == "S" and "--keep-vocab" in init
+    for argv in (init, cache_train, cache_dev, evaluate):
+        assert argv[argv.index("--teacher") + 1] == "T"
+    assert "--teacher=T" in train
+
+
 def test_a_failing_stage_stops_and_a_rerun_resumes_training(fake_stages, capsys):
     calls, failing, out = fake_stages
     failing.add("train")

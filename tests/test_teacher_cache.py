@@ -103,7 +103,7 @@ def test_manifest_and_shards(built, train):
     manifest = json.loads((built / "manifest.json").read_text())
     assert (manifest["num_examples"], manifest["num_sentences"], manifest["shard_size"]) == (12, 8, SHARD_SIZE)
     assert [(s["start"], s["stop"]) for s in manifest["shards"]] == [(0, 3), (3, 6), (6, 8)]
-    assert manifest["layer"] == 6 and manifest["pooling"] == "mean" and manifest["normalize"] is True
+    assert manifest["layer"] == 6 and len(manifest["sentence_pipeline_sha256"]) == 64
     assert (manifest["max_length"], manifest["dtype"], manifest["hidden_size"]) == (MAX_LENGTH, "float16", 384)
     tokens = np.load(built / "shard-00000.tokens.npy", mmap_mode="r")
     assert isinstance(tokens, np.memmap) and tokens.dtype == np.float16

@@ -94,3 +94,23 @@ def scalars(out: Path) -> dict[str, dict[int, float]]:
     events = EventAccumulator(str(out / "tensorboard" / "mmkd"), size_guidance={"scalars": 0})
     events.Reload()
     return {tag: {event.step: event.value for event in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+
+
+def st_teacher(plain: Path, out: Path, kind: str) -> Path:
+    """A sentence-transformers teacher over the tiny plain teacher `plain` (BERT, hidden 32), saved to
+    `out`: "dense_normalize" (mean Pooling, Dense 32 -> 32 tanh, Normalize: the LaBSE layout),
+    "lasttoken" (last-token Pooling) or "prompt" (mean Pooling, default prompt "query: ")."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+
+    transformer = Transformer(str(plain))
+    size = transformer.get_embedding_dimension()
+    modules = {
+        "dense_normalize": [Pooling(size, pooling_mode="mean"), Dense(size, size), Normalize()],
+        "lasttoken": [Pooling(size, pooling_mode="lasttoken")],
+        "prompt": [Pooling(size, pooling_mode="mean")],
+    }[kind]
+    torch.manual_seed(1)
+    prompts = {"prompts": {"query": "query: "}, "default_prompt_name": "query"} if kind == "prompt" else {}
+    SentenceTransformer(modules=[transformer, *modules], device="cpu", **prompts).save(str(out))
+    return out

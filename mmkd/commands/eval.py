@@ -14,11 +14,16 @@ RETRIEVAL_EXAMPLES = """examples:
   mmkd eval retrieval --corpus runs/main/corpus --out runs/main/eval \\
       --models teacher,before=runs/main/student,after=runs/main/train/export/hf
   mmkd eval retrieval --corpus C --models runs/x/export/hf --split dev --pool 200 --out DIR
-  mmkd eval retrieval --corpus runs/main/corpus --out-of-domain package:django --out runs/main/eval_ood \
-      --models teacher,after=runs/main/train/export/hf
-A model is `teacher` (its sentence embedding on both sides) or a student directory (`mmkd init-student`
-output, or a training run's export/hf), optionally named `label=path`. A student's embedding is
-P_s(mean-pooled last layer): the projection into the teacher's space that SentA trains.
+  mmkd eval retrieval --corpus runs/main/corpus --out-of-domain package:django --out runs/main/eval_ood \\
+      --models teacher,after=runs/main/train/export/sentence_transformers
+  mmkd eval retrieval --corpus C --out DIR \\
+      --models mine=runs/x/export/hf,labse=sentence-transformers/LaBSE,mbert=bert-base-multilingual-cased
+A model is `teacher` (its sentence embedding on both sides), a student directory (`mmkd init-student`
+output, or a training run's export/hf), or any sentence-transformers or Hugging Face model path or hub
+name, optionally named `label=path`. A student's embedding is P_s(mean-pooled last layer): the
+projection into the teacher's space that SentA trains. Any other model is encoded by
+sentence-transformers (its own pipeline and max_seq_length; a plain encoder is mean-pooled); its MSE to
+the teacher is not defined ("–").
 """
 
 
@@ -29,7 +34,8 @@ def configure_retrieval(parser: argparse.ArgumentParser) -> None:
     parser.epilog = RETRIEVAL_EXAMPLES
     parser.add_argument("--corpus", required=True, help="corpus directory (mmkd corpus output)")
     parser.add_argument("--models", required=True,
-                        help="comma-separated: teacher, student directories, label=path (see examples)")
+                        help="comma-separated: teacher, student directories, any sentence-transformers or HF "
+                             "model (path or hub name), label=path (see examples)")
     parser.add_argument("--out", required=True, help="directory for retrieval.{json,md,png}")
     parser.add_argument("--split", default="test", help="corpus split (default test)")
     parser.add_argument("--out-of-domain", default=None, metavar="SOURCE",

@@ -116,6 +116,14 @@ def read_student_file(directory: Path) -> dict | None:
     return description
 
 
+def load_student_mlm(directory: Path) -> PreTrainedModel:
+    """The masked-LM model of a local model directory (any transformers family with one)."""
+    try:
+        return AutoModelForMaskedLM.from_pretrained(directory)
+    except ValueError as err:  # a config type without a masked-LM class
+        raise MMKDError(f"student {directory}: no masked-LM model for this config: {err}") from err
+
+
 def load_student(path_or_name: str | Path, teacher_hidden_size: int | None = None) -> MMKDStudent:
     """Load a student directory, or make a student of any masked-LM model (path or hub name).
 
@@ -124,10 +132,7 @@ def load_student(path_or_name: str | Path, teacher_hidden_size: int | None = Non
     needs `teacher_hidden_size` (d_T).
     """
     directory = model_dir(path_or_name, "student")
-    try:
-        mlm = AutoModelForMaskedLM.from_pretrained(directory)
-    except ValueError as err:  # a config type without a masked-LM class
-        raise MMKDError(f"student {directory}: no masked-LM model for this config: {err}") from err
+    mlm = load_student_mlm(directory)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     if not tokenizer.is_fast:
         raise MMKDError(f"student {directory}: no fast tokenizer (tokenizer.json), needed for offsets")

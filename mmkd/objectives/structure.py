@@ -11,7 +11,8 @@ gradient. Computation is in fp32 (fp64 inputs stay fp64, for gradcheck); the res
 
 `impl` picks how: "reference" materialises the N x N matrices (the definition, for tests);
 "chunked" walks row blocks with recomputation in backward (O(N x block) memory); "triton" is the
-fused kernel of kernels/struca_triton.py; "auto" takes triton on CUDA tensors, chunked elsewhere.
+fused kernel of kernels/struca_triton.py (installed as mmkd.kernels); "auto" takes triton on CUDA
+tensors, chunked elsewhere.
 """
 
 from __future__ import annotations
@@ -104,11 +105,13 @@ def struca_loss(student: Tensor, teacher: Tensor, *, tau: float = 0.1, form: str
         impl = "triton" if student.is_cuda and _triton_importable() else "chunked"
     if impl == "reference":
         return struca_reference(student, teacher, tau=tau, form=form, valid=valid)
-    if impl == "triton":
-        from kernels.struca_triton import struca_triton
-
-        return struca_triton(student, teacher, tau=tau, form=form, valid=valid)
     u_hat, v_hat, valid = prepare_rows(student, teacher, valid)
+    if impl == "triton":
+        from mmkd.kernels.struca_triton import StrucAFunction
+
+        if student.dtype in (torch.float16, torch.bfloat16):  # the kernel's tiles stay in the student's dtype
+            u_hat, v_hat = u_hat.to(student.dtype), v_hat.to(student.dtype)
+        return StrucAFunction.apply(u_hat, v_hat, valid, tau, form, PEARSON_EPS)
     return ChunkedStrucA.apply(u_hat, v_hat, valid, tau, form, block_size)
 
 

@@ -147,7 +147,7 @@ def build_shard(teacher: Any, sentences: Sequence[str], shard: int, shard_size: 
     for batch in torch.argsort(lengths, descending=True, stable=True).split(batch_size):
         width = int(lengths[batch].max())
         input_ids, attention_mask = encoding["input_ids"][batch, :width], mask[batch, :width]
-        outputs = teacher.encode(input_ids.to(device), attention_mask.to(device))
+        outputs = teacher.encode(input_ids.to(device), attention_mask.to(device), [texts[j] for j in batch.tolist()])
         states = outputs.token_states.float().cpu().numpy().astype(identity["dtype"])
         for row, j in enumerate(batch.tolist()):
             tokens[bounds[j]:bounds[j + 1]] = states[row, :lengths[j]]

@@ -1,6 +1,6 @@
 """What a teacher cache was built from: the teacher's tokenisation and the fields that must match.
 
-A cache is valid for one (teacher weights, tokenizer, layer, pooling, normalize, max_length, corpus
+A cache is valid for one (teacher weights, tokenizer, layer, sentence pipeline, max_length, corpus
 split) combination; `cache_identity` computes those fields and `identity_mismatch` says which differ.
 """
 
@@ -20,7 +20,7 @@ FORMAT_VERSION = 1
 TOKEN_DTYPE = "float16"  # token states and sentence embeddings; char offsets are int32
 # Fields a cache must share with the current teacher/corpus; the others (teacher name, split name,
 # corpus path, shard size) are recorded for information and layout only.
-CHECKED_FIELDS = ("format", "weights_sha256", "tokenizer_sha256", "layer", "pooling", "normalize",
+CHECKED_FIELDS = ("format", "weights_sha256", "tokenizer_sha256", "layer", "sentence_pipeline_sha256",
                   "max_length", "dtype", "hidden_size", "num_examples", "corpus_sha256")
 
 
@@ -69,9 +69,8 @@ def cache_identity(teacher: Any, texts: Sequence[str], max_length: int, *, split
         "teacher_name": str(teacher.name),
         "weights_sha256": teacher.weights_sha256,
         "tokenizer_sha256": tokenizer_sha256(teacher.tokenizer),
-        "layer": int(teacher.layer) % (teacher.model.config.num_hidden_layers + 1),  # -1 -> last index
-        "pooling": teacher.pooling,
-        "normalize": bool(teacher.normalize),
+        "layer": int(teacher.layer) % (teacher.encoder.config.num_hidden_layers + 1),  # -1 -> last index
+        "sentence_pipeline_sha256": teacher.sentence_pipeline_sha256(),  # pooling, Dense, Normalize, prompt
         "max_length": int(max_length),
         "dtype": TOKEN_DTYPE,
         "hidden_size": int(teacher.hidden_size),
