@@ -43,9 +43,9 @@ class TinyStudent(nn.Module):
             states = states + self.segment(token_type_ids)
         return self.encoder(states, src_key_padding_mask=attention_mask == 0)
 
-    def mlm_forward(self, input_ids, attention_mask, token_type_ids=None):
+    def mlm_forward(self, input_ids, attention_mask, token_type_ids=None, rows=None):
         hidden = self.hidden_states(input_ids, attention_mask, token_type_ids)
-        return self.lm_head(hidden), hidden
+        return self.lm_head(hidden if rows is None else hidden[rows]), hidden
 
     def passes(self, batch) -> set[str]:
         """Which inputs the recorded forward passes ran on."""

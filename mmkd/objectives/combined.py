@@ -3,7 +3,8 @@
 L = w_tlm L_TLM + w_xwcl L_XWCL + w_sent L_SentA + w_struct_sent L_StrucA(sentence)
     + w_struct_tok L_StrucA(token)
 A term whose weight is 0 is not computed, and a student forward pass that no remaining term needs
-is not run: TLM pass (tlm, xwcl), x alone (senta, struca_tok), y alone (senta, struca_sent).
+is not run: TLM pass (tlm, xwcl), x alone (senta, struca_tok), y alone (senta, struca_sent). The
+MLM head runs on the masked TLM positions only, and not at all when w_tlm is 0.
 The passes and each term run in `mmkd.phases.phase` ranges (student_forward, loss/<term>) for
 `mmkd profile`; with no profiler recording they cost ~1 us each.
 """
@@ -72,11 +73,14 @@ class MMKDLoss(nn.Module):
     gather_negatives: XWCL negatives from every data-parallel rank. gather_sentence_rows: sentence
     StrucA over the global batch; gradients flow to the local rows only, scaled by the world size so
     that the data-parallel average of the ranks' gradients is the global loss's gradient.
+    The MLM head scores the masked TLM positions only; full_logits scores every position (the same
+    loss at ~V x d_S x B x L more FLOPs: the layout before issue 14, which scripts/bench_step.py
+    measures against).
     """
 
     def __init__(self, weights: LossWeights | None = None, *, tau_w: float = 0.05, tau: float = 0.1,
                  struct_form: str = "kl", struct_impl: str = "auto", gather_negatives: bool = False,
-                 gather_sentence_rows: bool = False) -> None:
+                 gather_sentence_rows: bool = False, full_logits: bool = False) -> None:
         super().__init__()
         if struct_form not in FORMS:
             raise ValueError(f"MMKDLoss: struct_form must be one of {FORMS}, got {struct_form!r}")
@@ -86,6 +90,7 @@ class MMKDLoss(nn.Module):
         self.tau_w, self.tau = tau_w, tau
         self.struct_form, self.struct_impl = struct_form, struct_impl
         self.gather_negatives, self.gather_sentence_rows = gather_negatives, gather_sentence_rows
+        self.full_logits = full_logits
 
     def forward(self, student: MMKDStudent, batch: Mapping[str, Tensor],
                 teacher: TeacherOutputs) -> MMKDLossOutput:
@@ -93,9 +98,13 @@ class MMKDLoss(nn.Module):
         w = self.weights
         terms: dict[str, Tensor] = {}
         with phase("student_forward"):  # the passes in the order that draws their dropout masks
-            if w.w_tlm or w.w_xwcl:
-                logits, hidden_tlm = student.mlm_forward(batch["tlm_input_ids"], batch["tlm_attention_mask"],
-                                                         batch["tlm_token_type_ids"])
+            tlm_inputs = (batch["tlm_input_ids"], batch["tlm_attention_mask"], batch["tlm_token_type_ids"])
+            if w.w_tlm:
+                masked = batch["tlm_labels"] != IGNORE_INDEX
+                logits, hidden_tlm = student.mlm_forward(*tlm_inputs, rows=None if self.full_logits else masked)
+                labels = batch["tlm_labels"] if self.full_logits else batch["tlm_labels"][masked]
+            elif w.w_xwcl:
+                hidden_tlm = student.hidden_states(*tlm_inputs)
             if w.w_sent or w.w_struct_tok:
                 hidden_x = student.hidden_states(batch["x_input_ids"], batch["x_attention_mask"])
             if w.w_sent or w.w_struct_sent:
@@ -103,7 +112,7 @@ class MMKDLoss(nn.Module):
                 pooled_y = mean_pool(hidden_y, batch["y_attention_mask"])
         if w.w_tlm:
             with phase("loss/tlm"):
-                terms["tlm"] = tlm_loss(logits, batch["tlm_labels"])
+                terms["tlm"] = tlm_loss(logits, labels)
         if w.w_xwcl:
             with phase("loss/xwcl"):
                 terms["xwcl"] = self._xwcl(student, batch, teacher, hidden_tlm)
