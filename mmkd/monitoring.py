@@ -4,6 +4,7 @@ Scalars (TensorBoard tags; x axis = engine.global_samples):
   train/loss, train/<term>            total and each computed MMKDLoss term (mean over ranks)
   train/grad_norm                     global gradient norm before clipping
   train/samples_per_s, train/tokens_per_s    over all ranks (tokens: non-padding, three student inputs)
+  train/padding_efficiency            non-padding / padded positions of the three student inputs (this rank)
   train/tflops, train/mfu             achieved TFLOP/s per device, and that over the device's peak
   dev/loss, dev/<term>, dev/lang/<lang>      dev evaluation (mmkd.train.evaluate)
   dev/retrieval/<lang>/x2y, .../y2x  top-1 translation retrieval on dev (mmkd.evaluation.retrieval.dev_retrieval;
@@ -81,19 +82,20 @@ class Throughput:
     def restart(self) -> None:
         """Drop the counts and start the clock now."""
         self.start = time.perf_counter()
-        self.samples = self.tokens = 0
+        self.samples = self.tokens = self.positions = 0
         self.flops = 0.0
 
-    def add(self, samples: int, tokens: int, flops: float) -> None:
-        """One micro-batch of this rank: pairs, non-padding tokens, estimated FLOPs."""
+    def add(self, samples: int, tokens: int, positions: int, flops: float) -> None:
+        """One micro-batch of this rank: pairs, non-padding tokens, padded positions, FLOPs."""
         self.samples += samples
         self.tokens += tokens
+        self.positions += positions
         self.flops += flops
 
     def add_batch(self, batch: dict[str, Any], parameters: int) -> None:
         """One collated micro-batch of this rank, for a student of `parameters` parameters."""
         real, padded = batch_tokens(batch)
-        self.add(len(batch["lang"]), real, student_flops(parameters, padded))
+        self.add(len(batch["lang"]), real, padded, student_flops(parameters, padded))
 
     def rates(self) -> dict[str, float]:
         """Scalars since the last call (this rank's counts scaled by the world size), then reset."""
@@ -103,6 +105,7 @@ class Throughput:
             "samples_per_s": self.samples * self.world_size / seconds,
             "tokens_per_s": self.tokens * self.world_size / seconds,
             "tflops": tflops,
+            "padding_efficiency": self.tokens / max(self.positions, 1),
         }
         if self.peak > 0:
             rates["mfu"] = tflops / self.peak

@@ -21,6 +21,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from mmkd import checkpointing, monitoring
 from mmkd.corpus.schema import load_corpus
 from mmkd.data import LanguageSampler, MMKDCollator
+from mmkd.data.lengths import tlm_pair_lengths
 from mmkd.engine import (batch_geometry, build_engine, build_student, compute_dtype, init_distributed, load_ds_config,
                          parameter_count, with_run_values)
 from mmkd.errors import MMKDError
@@ -183,8 +185,7 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     dev_cache = None if cfg.dev_teacher_cache is None else TeacherCache.open(
         cfg.dev_teacher_cache, teacher=teacher, corpus_split=corpus["dev"], max_length=cfg.max_length)
     micro, accumulation = batch_geometry(ds_config)
-    sampler = LanguageSampler(corpus["train"]["lang"], cfg.alpha, seed=cfg.seed, rank=rank, world_size=world)
-    steps_per_epoch = len(sampler) // (micro * accumulation)
+    steps_per_epoch = math.ceil(len(corpus["train"]) / world) // (micro * accumulation)
     if steps_per_epoch == 0:
         raise MMKDError(f"{cfg.corpus}: {len(corpus['train'])} training pairs do not fill one step of "
                         f"{micro} x {accumulation} x {world} pairs ({cfg.ds_config})")
@@ -192,6 +193,12 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     ds_config = with_run_values(ds_config, tensorboard_dir=f"{cfg.output_dir}/tensorboard", total_steps=total_steps)
 
     student = build_student(cfg.student, teacher.hidden_size, ds_config)
+    lengths = None
+    if cfg.length_group_window > 0:
+        with rank_zero_first(rank):  # rank 0 writes the lengths' cache file, the others read it
+            lengths = tlm_pair_lengths(corpus["train"], student.tokenizer, cfg.max_length)
+    sampler = LanguageSampler(corpus["train"]["lang"], cfg.alpha, seed=cfg.seed, rank=rank, world_size=world,
+                              lengths=lengths, group_size=micro * world, group_window=cfg.length_group_window)
     weights = LossWeights(**{TERM_WEIGHTS[name]: value for name, value in cfg.weights.items()})
     loss = MMKDLoss(weights, tau_w=cfg.tau_w, tau=cfg.struct_tau, struct_form=cfg.struct_form,
                     struct_impl=cfg.struct_impl, gather_negatives=cfg.gather_negatives,
@@ -200,6 +207,16 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     collator = MMKDCollator(student.tokenizer, teacher.tokenizer, cfg.max_length, cfg.mlm_probability, cfg.seed)
     return Setup(ds_config, rank, world, corpus, teacher, cache, dev_cache, sampler, micro, accumulation,
                  steps_per_epoch, total_steps, student, loss, collator, terms)
+
+
+@contextmanager
+def rank_zero_first(rank: int) -> Iterator[None]:
+    """Rank 0 runs the body first, then the other ranks (all ranks must enter)."""
+    if rank != 0:
+        dist.barrier()
+    yield
+    if rank == 0:
+        dist.barrier()
 
 
 def optimizer_step(engine: Any, batches: Iterator[dict[str, Any]], cache: Any, teacher: Any,

@@ -46,6 +46,7 @@ class TrainConfig:
     max_length: int = 128  # tokens per encoding (student x, y, TLM pair; teacher x)
     mlm_probability: float = 0.15
     alpha: float = 0.7  # language sampling: p_l proportional to n_l ** alpha
+    length_group_window: int = 64  # global micro-batches sorted together by length (LanguageSampler); 0 = off
     # --- loop ---
     seed: int = 1234
     epochs: int = 1  # passes over the sampler's epoch; ignored when max_steps > 0
@@ -73,6 +74,7 @@ class TrainConfig:
             "max_length": self.max_length >= 8,
             "mlm_probability": 0.0 < self.mlm_probability < 1.0,
             "alpha": 0.0 <= self.alpha <= 1.0,
+            "length_group_window": self.length_group_window >= 0,
             "epochs": self.epochs >= 1,
             "max_steps": self.max_steps >= 0,
             "max_time_minutes": self.max_time_minutes >= 0,

@@ -31,11 +31,11 @@ def test_throughput_rates_scale_by_world_size_and_peak(monkeypatch):
     clock = iter([100.0, 102.0, 102.0])
     monkeypatch.setattr(monitoring.time, "perf_counter", lambda: next(clock))
     meter = monitoring.Throughput(world_size=4, peak=10.0)
-    meter.add(samples=8, tokens=300, flops=3e12)
-    meter.add(samples=8, tokens=100, flops=1e12)
+    meter.add(samples=8, tokens=300, positions=400, flops=3e12)
+    meter.add(samples=8, tokens=100, positions=400, flops=1e12)
     rates = meter.rates()  # 2 s
     assert rates == pytest.approx({"samples_per_s": 16 * 4 / 2, "tokens_per_s": 400 * 4 / 2, "tflops": 2.0,
-                                   "mfu": 0.2})
+                                   "mfu": 0.2, "padding_efficiency": 0.5})
     assert meter.samples == meter.tokens == 0 and meter.start == 102.0
 
 
@@ -43,7 +43,7 @@ def test_no_mfu_without_a_peak(monkeypatch):
     clock = iter([0.0, 1.0, 1.0])
     monkeypatch.setattr(monitoring.time, "perf_counter", lambda: next(clock))
     meter = monitoring.Throughput(world_size=1, peak=0.0)
-    meter.add(1, 1, 1e12)
+    meter.add(1, 1, 1, 1e12)
     assert "mfu" not in meter.rates()
 
 
