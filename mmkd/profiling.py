@@ -135,7 +135,7 @@ def profile(cfg: TrainConfig, steps: int, warmup: int, report_dir: Path) -> dict
         start = time.perf_counter()
         for _ in range(steps):
             for batch, _out in optimizer_step(engine, batches, run.cache, run.teacher, run.accumulation):
-                throughput.add_batch(batch, n_params)
+                throughput.add_batch(batch, run.flops(batch))
             timers = engine.get_wall_clock_timers()  # the global timers cover the whole optimizer step
             for name in DEEPSPEED_TIMERS:
                 deepspeed_ms[name] += timers.get(name, 0.0)
@@ -222,8 +222,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"- samples/s {report['samples_per_s']:.1f}, tokens/s {report['tokens_per_s']:.0f} (non-padding, the "
         "student's three inputs; all ranks)",
-        f"- TFLOP/s per device {report['tflops']:.3g} (6 x {report['parameters'] / 1e6:.2f}M parameters x padded "
-        "positions, mmkd/monitoring.py)" + (f"; MFU {100 * report['mfu']:.3g}% of {report['peak_tflops']:.3g} "
+        f"- TFLOP/s per device {report['tflops']:.3g} (the FLOPs each micro-step does: student passes, attention, "
+        "MLM head rows, losses; mmkd/flops.py)" + (f"; MFU {100 * report['mfu']:.3g}% of {report['peak_tflops']:.3g} "
                                             "TFLOP/s peak" if "mfu" in report else ""),
         "- DeepSpeed wall_clock_breakdown timers, ms/step: " +
         ", ".join(f"{name} {value:.2f}" for name, value in report["deepspeed_timers_ms"].items()),

@@ -39,6 +39,7 @@ from mmkd.engine import (batch_geometry, build_engine, build_student, compute_dt
                          parameter_count, with_run_values)
 from mmkd.errors import MMKDError
 from mmkd.evaluation.retrieval import DEV_RETRIEVAL_POOL, dev_retrieval
+from mmkd.flops import EncoderShape, MicroStepFlops
 from mmkd.models.teacher import load_teacher
 from mmkd.objectives.combined import TERM_WEIGHTS, LossWeights, MMKDLoss, MMKDLossOutput
 from mmkd.phases import phase
@@ -172,6 +173,7 @@ class Setup:
     loss: MMKDLoss
     collator: MMKDCollator
     terms: list[str]  # computed MMKDLoss terms (weight > 0)
+    flops: MicroStepFlops  # FLOPs of one micro-batch, for train/tflops and MFU
 
 
 def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
@@ -205,8 +207,10 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
                     gather_sentence_rows=cfg.gather_sentence_rows)
     terms = [name for name in TERM_WEIGHTS if cfg.weights[name] > 0]
     collator = MMKDCollator(student.tokenizer, teacher.tokenizer, cfg.max_length, cfg.mlm_probability, cfg.seed)
+    flops = MicroStepFlops(EncoderShape.of(student.mlm.config), teacher.hidden_size, loss, world,
+                           EncoderShape.of(teacher.model.config) if cfg.live_teacher else None)
     return Setup(ds_config, rank, world, corpus, teacher, cache, dev_cache, sampler, micro, accumulation,
-                 steps_per_epoch, total_steps, student, loss, collator, terms)
+                 steps_per_epoch, total_steps, student, loss, collator, terms, flops)
 
 
 @contextmanager
@@ -278,7 +282,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     while loop["step"] < total_steps:
         for batch, out in optimizer_step(engine, batches, cache, teacher, accumulation):
             sums += torch.stack([out.total.detach().double()] + [out.terms[name].double() for name in terms])
-            throughput.add_batch(batch, n_params)
+            throughput.add_batch(batch, run.flops(batch))
         loop["step"] += 1
         step = loop["step"]
         time_up = cfg.max_time_minutes > 0 and agreed(time.monotonic() - start > 60 * cfg.max_time_minutes,

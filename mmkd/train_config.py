@@ -59,7 +59,7 @@ class TrainConfig:
     save_interval: int = 1000  # steps between checkpoints (one is always written at the end)
     resume: bool = False  # continue exactly from the latest checkpoint in output_dir
     export: bool = True  # write the HF and sentence-transformers model directories at the end
-    peak_tflops: float = 0.0  # per-device peak for MFU; 0 = A100 312, H100 989 (bf16), CPU measured
+    peak_tflops: float = 0.0  # per-device peak for MFU; 0 = by GPU name (monitoring.GPU_PEAK_TFLOPS), CPU measured
     progress_bar: bool = True  # tqdm bar on rank 0
     num_workers: int = 0  # DataLoader worker processes collating training batches
 

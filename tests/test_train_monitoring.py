@@ -23,8 +23,13 @@ def test_batch_tokens_counts_the_three_student_inputs():
     assert monitoring.batch_tokens(batch) == (11 + 5 + 6, 14 + 6 + 8)
 
 
-def test_student_flops_is_six_parameters_per_position():
-    assert monitoring.student_flops(1_000_000, 512) == 6 * 1_000_000 * 512
+@pytest.mark.parametrize(("name", "peak"), [
+    ("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H100 NVL", 835.0),
+    ("NVIDIA A100-SXM4-40GB", 312.0), ("NVIDIA A100 80GB PCIe", 312.0), ("NVIDIA H200", 989.0),
+    ("NVIDIA L40S", 362.0), ("Tesla T4", 0.0),
+])
+def test_gpu_peak_comes_from_the_exact_device_name(name, peak):
+    assert monitoring.gpu_peak_tflops(name) == peak
 
 
 def test_throughput_rates_scale_by_world_size_and_peak(monkeypatch):
@@ -80,5 +85,5 @@ def test_add_batch_counts_a_collated_batch_like_add():
              "x_input_ids": torch.zeros(2, 2, dtype=torch.long), "x_attention_mask": torch.ones(2, 2),
              "y_input_ids": torch.zeros(2, 3, dtype=torch.long), "y_attention_mask": torch.ones(2, 3)}
     meter = monitoring.Throughput(world_size=1, peak=0.0)
-    meter.add_batch(batch, parameters=1000)
-    assert (meter.samples, meter.tokens, meter.flops) == (2, 8 + 4 + 6, 6.0 * 1000 * (10 + 4 + 6))
+    meter.add_batch(batch, flops=5e9)
+    assert (meter.samples, meter.tokens, meter.positions, meter.flops) == (2, 8 + 4 + 6, 10 + 4 + 6, 5e9)
