@@ -68,7 +68,8 @@ class MicroStepFlops:
 
     student: the student encoder's shape; d_teacher: d_T; loss: the run's MMKDLoss (weights, full
     logits, StrucA implementation, gathering); world: data-parallel ranks (gathered rows and
-    candidates); teacher: a live teacher's shape, None with the cache.
+    candidates, counted as this rank's times the world size); teacher: a live teacher's shape, None
+    with the cache.
     """
 
     student: EncoderShape
@@ -104,7 +105,8 @@ class MicroStepFlops:
             rows = pairs * (self.world if self.loss.gather_sentence_rows else 1)
             flops += struca_flops(rows, h, d_t, recompute)
         if w.w_struct_tok:
-            flops += struca_flops(len(batch["match_x"]), h, d_t, recompute)
+            rows = len(batch["match_x"]) * (self.world if self.loss.gather_token_rows else 1)
+            flops += struca_flops(rows, h, d_t, recompute)
         if self.teacher is not None:
             flops += self.teacher.forward_flops(*batch["teacher_input_ids"].shape)
         return flops

@@ -204,7 +204,7 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     weights = LossWeights(**{TERM_WEIGHTS[name]: value for name, value in cfg.weights.items()})
     loss = MMKDLoss(weights, tau_w=cfg.tau_w, tau=cfg.struct_tau, struct_form=cfg.struct_form,
                     struct_impl=cfg.struct_impl, gather_negatives=cfg.gather_negatives,
-                    gather_sentence_rows=cfg.gather_sentence_rows)
+                    gather_sentence_rows=cfg.gather_sentence_rows, gather_token_rows=cfg.gather_token_rows)
     terms = [name for name in TERM_WEIGHTS if cfg.weights[name] > 0]
     collator = MMKDCollator(student.tokenizer, teacher.tokenizer, cfg.max_length, cfg.mlm_probability, cfg.seed)
     flops = MicroStepFlops(EncoderShape.of(student.mlm.config), teacher.hidden_size, loss, world,
@@ -265,6 +265,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         print(f"mmkd train: {world} rank(s), micro-batch {micro} x accumulation {accumulation}, "
               f"{total_steps} steps ({run.steps_per_epoch}/epoch), student {n_params / 1e6:.2f}M params, "
               f"teacher {'live' if cache is None else 'cached'}, peak {peak:.2f} TFLOP/s per device", flush=True)
+        print(f"mmkd train: {global_batch_note(run.ds_config, micro * accumulation * world)}", flush=True)
 
     loop = {"step": 0, "epoch": 0, "consumed": 0}
     if cfg.resume:
@@ -329,6 +330,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         texts = probe["src"][:4] + probe["tgt"][:4]
         export_dir = checkpointing.export(engine, cfg, tag, teacher.hidden_size, texts)
     return {"rank": rank, "steps": loop["step"], "stopped_by": stopped_by, "last": last, "export": export_dir}
+
+
+def global_batch_note(ds_config: dict[str, Any], global_batch: int) -> str:
+    """One line saying what keeps the global batch (pairs per optimizer step, all ranks) as the world size changes."""
+    if "train_batch_size" in ds_config:
+        return (f"global batch {global_batch} (train_batch_size in the DeepSpeed JSON): kept on any number of ranks "
+                f"by adjusting gradient accumulation")
+    return (f"global batch {global_batch} = micro-batch x accumulation x ranks: it changes with the number of "
+            f"ranks (state train_batch_size in the DeepSpeed JSON to keep it)")
 
 
 def agreed(flag: bool, device: torch.device) -> bool:

@@ -42,6 +42,7 @@ class TrainConfig:
     struct_impl: str = "auto"  # StrucA implementation: "reference" | "chunked" | "triton" | "auto"
     gather_negatives: bool = False  # XWCL negatives from every data-parallel rank
     gather_sentence_rows: bool = False  # sentence StrucA over the global batch
+    gather_token_rows: bool = False  # token StrucA over every rank's matched tokens (False: per rank)
     # --- batches ---
     max_length: int = 128  # tokens per encoding (student x, y, TLM pair; teacher x)
     mlm_probability: float = 0.15

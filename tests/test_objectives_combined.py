@@ -272,3 +272,39 @@ def test_gathering_across_two_ranks_equals_the_global_batch(tmp_path):
     rank_grads = torch.load(tmp_path / "0.pt")[1]
     for got, want in zip(rank_grads, global_grads):  # the averaged gradient is the global loss's gradient
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+TOKEN_STRUCTURE_ONLY = LossWeights(w_tlm=0, w_xwcl=0, w_sent=0, w_struct_sent=0, w_struct_tok=1.0)
+
+
+def token_gathering_worker(rank: int, world: int, tmp: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
+    try:
+        student = TinyStudent().eval()
+        batch, teacher = make_batch(seed=10 + rank, b=2)
+        out = MMKDLoss(TOKEN_STRUCTURE_ONLY, gather_token_rows=True)(student, batch, teacher)
+        out.total.backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in student.parameters()]
+        for grad in grads:
+            dist.all_reduce(grad)
+            grad /= world
+        torch.save((out.terms, grads), f"{tmp}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gathered_token_structure_equals_the_global_batch_and_differs_from_per_rank(tmp_path):
+    mp.spawn(token_gathering_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    batches = [make_batch(seed=10 + rank, b=2) for rank in range(2)]
+    student = TinyStudent().eval()
+    global_out = MMKDLoss(TOKEN_STRUCTURE_ONLY)(student, *concat_batches(*batches))
+    global_out.total.backward()
+    global_grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in student.parameters()]
+    for rank in range(2):
+        terms, grads = torch.load(tmp_path / f"{rank}.pt")
+        assert terms["struca_tok"].item() == pytest.approx(global_out.terms["struca_tok"].item(), rel=1e-5)
+        per_rank = MMKDLoss(TOKEN_STRUCTURE_ONLY)(TinyStudent().eval(), *batches[rank])
+        assert terms["struca_tok"].item() != pytest.approx(per_rank.terms["struca_tok"].item(), rel=1e-3)
+        for got, want in zip(grads, global_grads):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

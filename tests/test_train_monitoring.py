@@ -87,3 +87,10 @@ def test_add_batch_counts_a_collated_batch_like_add():
     meter = monitoring.Throughput(world_size=1, peak=0.0)
     meter.add_batch(batch, flops=5e9)
     assert (meter.samples, meter.tokens, meter.positions, meter.flops) == (2, 8 + 4 + 6, 10 + 4 + 6, 5e9)
+
+
+def test_global_batch_note_says_whether_the_global_batch_is_kept():
+    from mmkd.train import global_batch_note
+
+    assert "kept on any number of ranks" in global_batch_note({"train_batch_size": 256}, 256)
+    assert "changes with the number of ranks" in global_batch_note({"gradient_accumulation_steps": 2}, 32)

@@ -71,8 +71,10 @@ class MMKDLoss(nn.Module):
 
     tau_w: XWCL temperature; tau, struct_form, struct_impl: StrucA's (both granularities).
     gather_negatives: XWCL negatives from every data-parallel rank. gather_sentence_rows: sentence
-    StrucA over the global batch; gradients flow to the local rows only, scaled by the world size so
-    that the data-parallel average of the ranks' gradients is the global loss's gradient.
+    StrucA over the global batch; gather_token_rows: token StrucA over the matched tokens of every
+    rank (N ~ 7k at the paper's shapes on 8 ranks, against ~0.8k per rank). Gathered, gradients flow
+    to the local rows only, scaled by the world size so that the data-parallel average of the ranks'
+    gradients is the global loss's gradient.
     The MLM head scores the masked TLM positions only; full_logits scores every position (the same
     loss at ~V x d_S x B x L more FLOPs: the layout before issue 14, which scripts/bench_step.py
     measures against).
@@ -80,7 +82,8 @@ class MMKDLoss(nn.Module):
 
     def __init__(self, weights: LossWeights | None = None, *, tau_w: float = 0.05, tau: float = 0.1,
                  struct_form: str = "kl", struct_impl: str = "auto", gather_negatives: bool = False,
-                 gather_sentence_rows: bool = False, full_logits: bool = False) -> None:
+                 gather_sentence_rows: bool = False, gather_token_rows: bool = False,
+                 full_logits: bool = False) -> None:
         super().__init__()
         if struct_form not in FORMS:
             raise ValueError(f"MMKDLoss: struct_form must be one of {FORMS}, got {struct_form!r}")
@@ -90,7 +93,7 @@ class MMKDLoss(nn.Module):
         self.tau_w, self.tau = tau_w, tau
         self.struct_form, self.struct_impl = struct_form, struct_impl
         self.gather_negatives, self.gather_sentence_rows = gather_negatives, gather_sentence_rows
-        self.full_logits = full_logits
+        self.gather_token_rows, self.full_logits = gather_token_rows, full_logits
 
     def forward(self, student: MMKDStudent, batch: Mapping[str, Tensor],
                 teacher: TeacherOutputs) -> MMKDLossOutput:
@@ -123,13 +126,13 @@ class MMKDLoss(nn.Module):
                 terms["senta"] = senta_loss(project(pooled_x), project(pooled_y), teacher.sentence_embedding)
         if w.w_struct_sent:
             with phase("loss/struca_sent"):
-                terms["struca_sent"] = self._struca_sentence(pooled_y, teacher.sentence_embedding)
+                terms["struca_sent"] = self._struca(pooled_y, teacher.sentence_embedding, self.gather_sentence_rows)
         if w.w_struct_tok:
             with phase("loss/struca_tok"):
                 match = batch["match_x"]
-                terms["struca_tok"] = struca_loss(hidden_x[match[:, 0], match[:, 1]],
-                                                  teacher.token_states[match[:, 0], match[:, 2]],
-                                                  tau=self.tau, form=self.struct_form, impl=self.struct_impl)
+                terms["struca_tok"] = self._struca(hidden_x[match[:, 0], match[:, 1]],
+                                                   teacher.token_states[match[:, 0], match[:, 2]],
+                                                   self.gather_token_rows)
         total = sum(getattr(w, TERM_WEIGHTS[name]) * value for name, value in terms.items())
         return MMKDLossOutput(total, {name: value.detach() for name, value in terms.items()})
 
@@ -150,15 +153,14 @@ class MMKDLoss(nn.Module):
             positives = positives + offset
         return xwcl_loss(queries, candidates, positives, self.tau_w)
 
-    def _struca_sentence(self, pooled_y: Tensor, teacher_embedding: Tensor) -> Tensor:
-        """StrucA over sentences, U = e^S(y) (no projection), V = e^T(x); global batch if gathering."""
-        if not self.gather_sentence_rows:
-            return struca_loss(pooled_y, teacher_embedding, tau=self.tau, form=self.struct_form,
-                               impl=self.struct_impl)
-        student_rows, _ = gather_rows(pooled_y)
-        teacher_rows, _ = gather_rows(teacher_embedding)
-        loss = struca_loss(student_rows, teacher_rows, tau=self.tau, form=self.struct_form,
-                           impl=self.struct_impl)
+    def _struca(self, student_rows: Tensor, teacher_rows: Tensor, gather: bool) -> Tensor:
+        """StrucA over this rank's rows (sentence: U = e^S(y), V = e^T(x); token: matched states), or,
+        with `gather`, over every rank's rows, the local rows' gradient scaled by the world size."""
+        if not gather:
+            return struca_loss(student_rows, teacher_rows, tau=self.tau, form=self.struct_form, impl=self.struct_impl)
+        student_rows, _ = gather_rows(student_rows)
+        teacher_rows, _ = gather_rows(teacher_rows)
+        loss = struca_loss(student_rows, teacher_rows, tau=self.tau, form=self.struct_form, impl=self.struct_impl)
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         return _scale_gradient(loss, world)
 
