@@ -67,10 +67,11 @@ def profiling_ds_config(ds_config: dict[str, Any], report_dir: Path, profile_ste
     return config
 
 
-def start_training(cfg: TrainConfig, ds_config: dict[str, Any]) -> tuple[Setup, Any, Iterator[dict[str, Any]]]:
+def start_training(cfg: TrainConfig, ds_config: dict[str, Any], run: Setup | None = None
+                   ) -> tuple[Setup, Any, Iterator[dict[str, Any]]]:
     """(setup, engine in train mode, training micro-batches from the first) for `cfg` on `ds_config`,
-    the live teacher moved to the engine's device."""
-    run = prepare(cfg, ds_config)
+    the live teacher moved to the engine's device; `run`: a setup already prepared from them."""
+    run = run or prepare(cfg, ds_config)
     engine = build_engine(run.student, run.loss, run.ds_config)
     if run.cache is None:
         run.teacher.model.to(engine.device)

@@ -9,13 +9,9 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from mmkd.data.tokenization import encode_texts
+from mmkd.teacher_cache.identity import tokenizer_sha256
 
 LENGTH_COLUMN = "tlm_length"
-
-
-def tokenizer_sha256(tokenizer: PreTrainedTokenizerBase) -> str:
-    """sha256 of a fast tokenizer's full definition (vocabulary, normaliser, pre-tokeniser, post-processor)."""
-    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8")).hexdigest()
 
 
 def tlm_pair_lengths(split: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> np.ndarray:
