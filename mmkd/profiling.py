@@ -77,7 +77,7 @@ def start_training(cfg: TrainConfig, ds_config: dict[str, Any], run: Setup | Non
         run.teacher.model.to(engine.device)
     engine.train()  # from_pretrained leaves the student in eval mode, dropout off
     loop = {"step": 0, "epoch": 0, "consumed": 0}
-    batches = micro_batches(IndexedSplit(run.corpus["train"]), run.sampler, run.collator, run.micro, run.world,
+    batches = micro_batches(IndexedSplit(run.corpus["train"]), run.sampler, run.train_collator, run.micro, run.world,
                             loop, cfg.num_workers)
     return run, engine, batches
 

@@ -14,7 +14,6 @@ Batch sizes, lr, optimizer, scheduler, precision and ZeRO stage come from its ds
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import random
 import sys
@@ -40,10 +39,12 @@ from mmkd.engine import (batch_geometry, build_engine, build_student, compute_dt
 from mmkd.errors import MMKDError
 from mmkd.evaluation.retrieval import DEV_RETRIEVAL_POOL, dev_retrieval
 from mmkd.flops import EncoderShape, MicroStepFlops
-from mmkd.models.teacher import load_teacher
+from mmkd.models.teacher import TeacherOutputs, load_teacher
 from mmkd.objectives.combined import TERM_WEIGHTS, LossWeights, MMKDLoss, MMKDLossOutput
 from mmkd.phases import phase
 from mmkd.teacher_cache import TeacherCache
+from mmkd.teacher_cache.build import teacher_precision
+from mmkd.teacher_cache.reader import CachedTeacherCollator
 from mmkd.train_config import TrainConfig, load_train_config, save_train_config
 
 
@@ -75,17 +76,26 @@ def seed_everything(seed: int) -> None:
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+    """The batch's tensors on `device`, copied non-blocking (asynchronous from the DataLoader's pinned memory)."""
+    return {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
+            for key, value in batch.items()}
 
 
 def teacher_outputs(batch: dict[str, Any], cache: Any, teacher: Any, device: torch.device) -> Any:
-    """TeacherOutputs on `device` for the x of a CPU batch: from the cache by batch["index"], or the
-    live teacher (on `device`)."""
-    if cache is None:
-        return teacher.encode(batch["teacher_input_ids"].to(device), batch["teacher_attention_mask"].to(device))
-    found = cache.lookup(batch["index"], batch["teacher_input_ids"].shape[1])
-    return dataclasses.replace(found, **{field.name: getattr(found, field.name).to(device)
-                                         for field in dataclasses.fields(found)})
+    """TeacherOutputs (float32) on `device` for the x of a batch: the float16 states the DataLoader
+    looked up (CachedTeacherCollator), else a lookup in `cache` here (a CPU batch: dev evaluation),
+    else the live teacher on `device` (under autocast on a GPU)."""
+    if "teacher_token_states" in batch:
+        found = TeacherOutputs(batch["teacher_token_states"], batch["teacher_sentence_embedding"],
+                               batch["teacher_attention_mask"])
+    elif cache is not None:
+        found = cache.lookup(batch)
+    else:
+        with teacher_precision(device):
+            found = teacher.encode(batch["teacher_input_ids"].to(device), batch["teacher_attention_mask"].to(device))
+    return TeacherOutputs(found.token_states.to(device, non_blocking=True).float(),
+                          found.sentence_embedding.to(device, non_blocking=True).float(),
+                          found.attention_mask.to(device, non_blocking=True))
 
 
 def micro_batches(dataset: IndexedSplit, sampler: Any, collator: Any, micro: int, world: int,
@@ -99,7 +109,8 @@ def micro_batches(dataset: IndexedSplit, sampler: Any, collator: Any, micro: int
         sampler.set_epoch(loop["epoch"], loop["consumed"])
         collator.set_epoch(loop["epoch"])
         loader = DataLoader(dataset, batch_size=micro, sampler=sampler, collate_fn=collator, drop_last=True,
-                            num_workers=num_workers, generator=torch.Generator())  # not the global RNG
+                            num_workers=num_workers, pin_memory=torch.cuda.is_available(),
+                            generator=torch.Generator())  # not the global RNG
         for batch in loader:
             loop["consumed"] += micro * world
             yield batch
@@ -172,6 +183,7 @@ class Setup:
     student: Any  # MMKDStudent, partitioned under ZeRO-3
     loss: MMKDLoss
     collator: MMKDCollator
+    train_collator: Any  # collator, with the teacher cache's lookup when there is a cache (CachedTeacherCollator)
     terms: list[str]  # computed MMKDLoss terms (weight > 0)
     flops: MicroStepFlops  # FLOPs of one micro-batch, for train/tflops and MFU
 
@@ -209,8 +221,9 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     collator = MMKDCollator(student.tokenizer, teacher.tokenizer, cfg.max_length, cfg.mlm_probability, cfg.seed)
     flops = MicroStepFlops(EncoderShape.of(student.mlm.config), teacher.hidden_size, loss, world,
                            EncoderShape.of(teacher.model.config) if cfg.live_teacher else None)
+    train_collator = collator if cache is None else CachedTeacherCollator(collator, cache)
     return Setup(ds_config, rank, world, corpus, teacher, cache, dev_cache, sampler, micro, accumulation,
-                 steps_per_epoch, total_steps, student, loss, collator, terms, flops)
+                 steps_per_epoch, total_steps, student, loss, collator, train_collator, terms, flops)
 
 
 @contextmanager
@@ -231,10 +244,10 @@ def optimizer_step(engine: Any, batches: Iterator[dict[str, Any]], cache: Any, t
     done = []
     for _ in range(accumulation):
         with phase("data"):
-            batch = next(batches)  # on the CPU
+            batch = next(batches)  # on the CPU, pinned on a GPU machine
             on_device = to_device(batch, engine.device)
         with phase("teacher"):
-            teacher_out = teacher_outputs(batch, cache, teacher, engine.device)
+            teacher_out = teacher_outputs(on_device, cache, teacher, engine.device)
         with phase("forward"):
             out = engine(on_device, teacher_out)
         with phase("backward"):
@@ -271,7 +284,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.resume:
         loop = checkpointing.load_checkpoint(engine, cfg)  # last: it restores the RNG states
     engine.train()  # from_pretrained leaves the student in eval mode, dropout off
-    batches = micro_batches(IndexedSplit(corpus["train"]), run.sampler, run.collator, micro, world, loop,
+    batches = micro_batches(IndexedSplit(corpus["train"]), run.sampler, run.train_collator, micro, world, loop,
                             cfg.num_workers)
     throughput = monitoring.Throughput(world, peak)
     bar = monitoring.progress_bar(total_steps, loop["step"], rank == 0 and cfg.progress_bar)

@@ -121,7 +121,7 @@ def plain_stepper(cfg: TrainConfig, ds_config: dict[str, Any]) -> Step:
               if key not in ("torch_adam", "fused", "adam_w_mode")}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], **params)
     dtype, clip = compute_dtype(ds_config), ds_config.get("gradient_clipping", 0.0)
-    batches = micro_batches(IndexedSplit(run.corpus["train"]), run.sampler, run.collator, run.micro, run.world,
+    batches = micro_batches(IndexedSplit(run.corpus["train"]), run.sampler, run.train_collator, run.micro, run.world,
                             {"step": 0, "epoch": 0, "consumed": 0}, cfg.num_workers)
 
     def step() -> tuple[float, int, int]:
