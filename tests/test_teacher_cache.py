@@ -312,3 +312,17 @@ def test_cli_builds_resumes_and_prints_a_summary(corpus_dir, tmp_path, capsys):
     assert "built 0 shards, kept 2" in capsys.readouterr().out
     assert cli.main([*args, "--corpus", str(tmp_path / "nothing")]) == 2
     assert "not a corpus directory" in capsys.readouterr().err
+
+
+def test_a_cache_of_the_same_inputs_in_an_older_format_is_rebuilt_in_place(cache_copy, teacher, train, capsys):
+    from mmkd.commands.pipeline import cache_is_current
+
+    manifest = json.loads((cache_copy / "manifest.json").read_text())
+    (cache_copy / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
+    (cache_copy / "shard-00000.offsets.npy").write_bytes(b"format 1 leftover")
+    assert not cache_is_current(cache_copy)
+    summary = build_teacher_cache(teacher, train, cache_copy, max_length=MAX_LENGTH, batch_size=2,
+                                  shard_size=SHARD_SIZE)
+    assert (summary.built, summary.kept) == ([0, 1, 2], [])
+    assert "format 1, rebuilding it in format 2" in capsys.readouterr().out
+    assert cache_is_current(cache_copy) and not list(cache_copy.glob("*offsets*"))

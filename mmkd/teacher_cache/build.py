@@ -77,9 +77,11 @@ def build_teacher_cache(teacher: Any, corpus_split: Any, out: str | Path, *, max
     num_shards = math.ceil(len(sentences) / shard_size)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    rank, world, own_group = distributed_context()
+    if (root / MANIFEST).exists():
+        replace_older_format(root, load_json(root / MANIFEST), identity, rank, world)
     if (root / MANIFEST).exists():
         check_same_inputs(root, root / MANIFEST, load_json(root / MANIFEST), identity)
-    rank, world, own_group = distributed_context()
     try:
         teacher.model.to(device if device is not None else default_device())
         mine = range(rank, num_shards, world)
@@ -125,6 +127,23 @@ def check_same_inputs(root: Path, record: Path, stored: dict[str, Any], identity
     if differences:
         raise MMKDError(f"{record}: {root} holds a teacher cache built from other inputs "
                         f"({'; '.join(differences)}); pass another --out, or delete {root} to rebuild there")
+
+
+def replace_older_format(root: Path, stored: dict[str, Any], identity: dict[str, Any], rank: int, world: int) -> None:
+    """Delete (rank 0; the others wait) a complete cache of the same inputs in an older format, so the
+    build rewrites it in this one; a cache of other inputs is left to `check_same_inputs`."""
+    same_inputs = not identity_mismatch(stored, identity, [field for field in BUILD_FIELDS if field != "format"])
+    if stored.get("format") == identity["format"] or not same_inputs:
+        return
+    barrier(world)
+    if rank == 0:
+        print(f"teacher cache {root}: format {stored.get('format')}, rebuilding it in format {identity['format']}",
+              flush=True)
+        (root / MANIFEST).unlink()
+        (root / INDEX).unlink(missing_ok=True)
+        for leftover in root.glob("shard-*"):
+            leftover.unlink()
+    barrier(world)
 
 
 def shard_is_complete(root: Path, shard: int, identity: dict[str, Any]) -> bool:
