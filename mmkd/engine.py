@@ -184,22 +184,32 @@ def compute_dtype(ds_config: dict[str, Any]) -> torch.dtype:
 
 
 def build_student(path: str, teacher_hidden_size: int, ds_config: dict[str, Any]) -> MMKDStudent:
-    """Load the student (MMKDStudent with its heads); under ZeRO-3 cast it to the compute dtype and
-    partition it at once.
+    """Load the student (MMKDStudent with its heads); under ZeRO-3 partitioned as it is built.
 
-    Under ZeRO-3 the loaded student is cast to compute_dtype(ds_config) and handed to
-    deepspeed.zero.Init(module=...), which splits each parameter over the ranks (what
-    deepspeed.initialize would otherwise do). zero.Init(module=...) does not cast the parameters it
-    partitions and the engine then skips its own cast, so without the cast a bf16 or fp16 JSON would
-    train in fp32. Loading inside a zero.Init context instead needs transformers' HfDeepSpeedConfig,
-    which requires the accelerate package, and ZeRO-3-aware head loading; until then each rank holds
-    one full student briefly (0.7 GB at the paper's 179M parameters in fp32).
+    Under ZeRO-3 the masked LM is loaded while a transformers HfDeepSpeedConfig of `ds_config` is
+    alive: from_pretrained then creates every parameter inside deepspeed.zero.Init, partitioned and
+    in the JSON's dtype, and loads each one's slice, so no rank ever holds the full fp32 student
+    (0.7 GB at the paper's 179M parameters). The config is dropped right after, so that models loaded
+    later (teacher, export) are whole. The projection heads (2 d_S d_T parameters) are loaded
+    whole, cast, then partitioned. HfDeepSpeedConfig needs the accelerate package.
     """
-    student = load_student(path, teacher_hidden_size=teacher_hidden_size)
-    if zero_stage(ds_config) == 3:
-        dtype = compute_dtype(ds_config)
-        student.to(dtype)
-        deepspeed.zero.Init(module=student, config_dict_or_path=ds_config, dtype=dtype)
+    if zero_stage(ds_config) != 3:
+        return load_student(path, teacher_hidden_size=teacher_hidden_size)
+    try:
+        from transformers.integrations import HfDeepSpeedConfig
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        zero3_loading = HfDeepSpeedConfig(ds_config)
+    except (ImportError, AttributeError) as err:
+        raise MMKDError(f"ZeRO-3 builds the student partitioned through transformers' HfDeepSpeedConfig, which needs "
+                        f"the accelerate package: pip install accelerate ({err})") from err
+    try:
+        student = load_student(path, teacher_hidden_size=teacher_hidden_size)
+    finally:
+        del zero3_loading
+        unset_hf_deepspeed_config()
+    dtype = compute_dtype(ds_config)
+    deepspeed.zero.Init(module=student.heads.to(dtype), config_dict_or_path=ds_config, dtype=dtype)
     return student
 
 

@@ -49,10 +49,12 @@ class TrainConfig:
     struct_impl: str = "auto"  # StrucA implementation: "reference" | "chunked" | "triton" | "auto"
     gather_negatives: bool = False  # XWCL negatives from every data-parallel rank
     gather_sentence_rows: bool = False  # sentence StrucA over the global batch
+    gather_token_rows: bool = False  # token StrucA over every rank's matched tokens (False: per rank)
     # --- batches ---
     max_length: int = 128  # tokens per encoding (student x, y, TLM pair; teacher x)
     mlm_probability: float = 0.15
     alpha: float = 0.7  # language sampling: p_l proportional to n_l ** alpha
+    length_group_window: int = 64  # global micro-batches sorted together by length (LanguageSampler); 0 = off
     # --- loop ---
     seed: int = 1234
     epochs: int = 1  # passes over the sampler's epoch; ignored when max_steps > 0
@@ -68,7 +70,7 @@ class TrainConfig:
     keep_checkpoints: int = 3  # complete checkpoints kept, the newest; older ones are deleted; 0 = keep all
     overwrite: bool = False  # start over in a non-empty output_dir, deleting its checkpoints, export, logs
     export: bool = True  # write the HF and sentence-transformers model directories at the end
-    peak_tflops: float = 0.0  # per-device peak for MFU; 0 = A100 312, H100 989 (bf16), CPU measured
+    peak_tflops: float = 0.0  # per-device peak for MFU; 0 = by GPU name (monitoring.GPU_PEAK_TFLOPS), CPU measured
     progress_bar: bool = True  # tqdm bar on rank 0
     num_workers: int = 0  # DataLoader worker processes collating training batches
     # stop after this many optimizer steps in a row with a non-finite loss or a skipped update; above the
@@ -87,6 +89,7 @@ class TrainConfig:
             "max_length": self.max_length >= 8,
             "mlm_probability": 0.0 < self.mlm_probability < 1.0,
             "alpha": 0.0 <= self.alpha <= 1.0,
+            "length_group_window": self.length_group_window >= 0,
             "epochs": self.epochs >= 1,
             "max_steps": self.max_steps >= 0,
             "max_time_minutes": self.max_time_minutes >= 0,

@@ -66,11 +66,12 @@ def test_two_ranks_zero2_logs_every_term_and_throughput(zero2):
     logged = scalars(zero2)
     steps = [32, 64, 96, 128]  # x axis: global samples
     for tag in ["train/loss", *(f"train/{term}" for term in TERMS), "train/grad_norm", "train/samples_per_s",
-                "train/tokens_per_s", "train/tflops", "train/mfu", "Train/Samples/lr"]:
+                "train/tokens_per_s", "train/tflops", "train/mfu", "train/padding_efficiency", "Train/Samples/lr"]:
         assert sorted(logged[tag]) == steps, tag
         assert all(torch.isfinite(torch.tensor(list(logged[tag].values())))), tag
     assert all(value > 0 for tag in ("train/samples_per_s", "train/tokens_per_s", "train/tflops", "train/mfu")
                for value in logged[tag].values())
+    assert all(0 < value <= 1 for value in logged["train/padding_efficiency"].values())
     for step in steps:
         total = sum(logged[f"train/{term}"][step] for term in TERMS)  # every weight is 1
         assert logged["train/loss"][step] == pytest.approx(total, rel=1e-5)

@@ -8,6 +8,7 @@ it and skips a stage whose output is already complete, so a stopped pipeline pic
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 from mmkd.corpus.builtin import DEFAULT_LANGS
 from mmkd.corpus.schema import is_corpus_directory
 from mmkd.errors import MMKDError
+from mmkd.teacher_cache.identity import FORMAT_VERSION
 
 EXAMPLES = """examples:
   mmkd pipeline                          # built-in corpus, default languages, into runs/main
@@ -84,7 +86,7 @@ def stages(args: argparse.Namespace) -> list[Stage]:
               lambda: (student / "mmkd_student.json").is_file()),
         *(Stage(f"teacher cache ({split})", ["cache-teacher", "--corpus", str(corpus), "--split", split, *teacher,
                                              "--max-length", str(args.max_length), "--out", str(path)],
-                lambda path=path: (path / "manifest.json").is_file())
+                lambda path=path: cache_is_current(path))
           for split, path in caches.items()),
         Stage("train", train_argv, lambda: (train / "export" / "sentence_transformers").is_dir()),
         Stage("evaluate", ["eval", "retrieval", "--corpus", str(corpus), "--out", str(evaluation),
@@ -156,3 +158,9 @@ def run(args: argparse.Namespace) -> int:
           f"{(evaluation / REPORT_FILES['markdown']).read_text(encoding='utf-8')}"
           f"Chart: {evaluation / REPORT_FILES['png']}", flush=True)
     return 0
+
+
+def cache_is_current(path: Path) -> bool:
+    """Whether `path` holds a complete teacher cache in this version's format (an older one is rebuilt)."""
+    manifest = path / "manifest.json"
+    return manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("format") == FORMAT_VERSION

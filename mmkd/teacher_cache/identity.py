@@ -16,8 +16,8 @@ from transformers import PreTrainedTokenizerBase
 from mmkd.corpus.schema import column
 from mmkd.errors import MMKDError
 
-FORMAT_VERSION = 1
-TOKEN_DTYPE = "float16"  # token states and sentence embeddings; char offsets are int32
+FORMAT_VERSION = 2  # 2: only the tokens training reads (no specials), no character offsets
+TOKEN_DTYPE = "float16"  # token states and sentence embeddings
 # Fields a cache must share with the current teacher/corpus; the others (teacher name, split name,
 # corpus path, shard size) are recorded for information and layout only.
 CHECKED_FIELDS = ("format", "weights_sha256", "tokenizer_sha256", "layer", "sentence_pipeline_sha256",
@@ -59,6 +59,21 @@ def split_sources(corpus_split: Any, where: str) -> list[str]:
         if not isinstance(text, str):
             raise MMKDError(f"{where}: row {row}: 'src' is {type(text).__name__}, expected a string")
     return texts
+
+
+def split_identity(corpus_split: Any, where: str, stored: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """num_examples, corpus_sha256 and corpus_fingerprint (the datasets fingerprint) of a corpus split.
+
+    When `stored` (a manifest) records the split's datasets fingerprint and length, its corpus_sha256
+    is taken as is, without reading the English sentences; otherwise they are read and hashed.
+    """
+    fingerprint = getattr(corpus_split, "_fingerprint", None)
+    if stored is not None and fingerprint is not None and stored.get("corpus_fingerprint") == fingerprint \
+            and stored.get("num_examples") == len(corpus_split):
+        return {"num_examples": len(corpus_split), "corpus_sha256": stored.get("corpus_sha256"),
+                "corpus_fingerprint": fingerprint}
+    texts = split_sources(corpus_split, where)
+    return {"num_examples": len(texts), "corpus_sha256": src_fingerprint(texts), "corpus_fingerprint": fingerprint}
 
 
 def cache_identity(teacher: Any, texts: Sequence[str], max_length: int, *, split: str | None = None,
