@@ -8,8 +8,8 @@ come from running that ptxas with -v on the PTX (CompiledKernel's n_regs / n_spi
 dynamic shared memory from the compiled metadata. A variant fails on a compile error, shared memory
 above the arch's per-block limit, or any spill.
 
-    python -m kernels.compile_check [--arch 80 90] [--kernels ...] [--forms ...] [--dtypes ...]
-                                    [--configs all|first]
+    python -m mmkd.kernels.compile_check [--arch 80 90] [--kernels ...] [--forms ...] [--dtypes ...]
+                                         [--configs all|first]
 
 Exit status 1 if any variant fails; one line per variant on stdout. TRITON_INTERPRET must be unset.
 """
@@ -28,6 +28,8 @@ import triton
 import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+
+from mmkd.objectives.structure import PEARSON_EPS
 
 # Per-block shared memory limits (opt-in maximum): A100 163 KiB, H100 227 KiB.
 SHARED_LIMIT = {80: 166912, 90: 232448}
@@ -88,11 +90,11 @@ def _ptxas_resources(ptx: str, arch: int) -> tuple[int, int, int]:
 
 def compile_variant(kernel, arch: int, form: str, dtype_variant: str, config) -> Result:
     """Compile one autotuned kernel (`_struca_fwd_kernel` or `_struca_bwd_kernel`) for one config."""
-    from kernels import struca_triton as st
+    from mmkd.kernels import struca_triton as st
 
     fn = kernel.fn
     dtype, dot, precision = DTYPE_VARIANTS[dtype_variant]
-    constexprs = {"FORM": st.FORM_IDS[form], "DOT_DTYPE": dot, "ACC_DTYPE": tl.float32,
+    constexprs = {"FORM": st.FORM_IDS[form], "PEARSON_EPS": PEARSON_EPS, "DOT_DTYPE": dot, "ACC_DTYPE": tl.float32,
                   "PRECISION": precision, **config.kwargs}
     signature = _signature(fn, dtype)
     signature.update({name: "constexpr" for name in constexprs})
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         parser.error("unset TRITON_INTERPRET: the interpreter replaces the kernels that are compiled here")
-    from kernels import struca_triton as st
+    from mmkd.kernels import struca_triton as st
 
     kernels = {"fwd": st._struca_fwd_kernel, "bwd": st._struca_bwd_kernel}
     failures = 0

@@ -4,7 +4,8 @@ One file, three layers:
   * kernels: `_struca_fwd_kernel` (per-row loss and O(N) row statistics) and `_struca_bwd_kernel`
     (dL/dU_hat by recomputing the tiles), built from shared @triton.jit tile helpers;
   * host launchers: `struca_forward`, `backward_coefficients`, `struca_backward`;
-  * `StrucAFunction` (autograd over u_hat, v_hat, valid) and the public `struca_triton`.
+  * `StrucAFunction` (autograd over u_hat, v_hat, valid), applied by `mmkd.objectives.structure.struca_loss`
+    (impl="triton"), which prepares the rows; this module imports nothing from mmkd.
 
 Definitions (structure.py is the reference; its semantics are matched exactly). Unit rows U_hat (N, d_S),
 V_hat (N, d_T); pair(i, j) = valid_i & valid_j & (i != j), the columns row i compares;
@@ -40,13 +41,10 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from triton import knobs
 
-from mmkd.objectives.structure import FORMS, PEARSON_EPS, prepare_rows
-
 INTERPRET: bool = bool(knobs.runtime.interpret)
 
 _KL: tl.constexpr = tl.constexpr(0)
 _NEG_INF: tl.constexpr = tl.constexpr(float("-inf"))
-_PEARSON_EPS: tl.constexpr = tl.constexpr(PEARSON_EPS)
 FORM_IDS = {"kl": 0, "pearson": 1}
 # Row statistics the forward writes, stats[k, i] (row 0 is count_i in both forms).
 STAT_NAMES = {"kl": ("count", "lse_s", "lse_t"),
@@ -186,8 +184,8 @@ def _pearson_update(count, mean_s, mean_t, m2_s, m2_t, c_st, a_s, a_t, pair, ACC
 @_autotune("fwd")
 @triton.jit
 def _struca_fwd_kernel(u_ptr, v_ptr, valid_ptr, loss_ptr, stats_ptr, N, N_BUCKET, D_S, D_T, stride_u, stride_v,
-                       inv_tau, FORM: tl.constexpr, DOT_DTYPE: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                       PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                       inv_tau, FORM: tl.constexpr, PEARSON_EPS: tl.constexpr, DOT_DTYPE: tl.constexpr,
+                       ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """Row block -> loss[i] (0 unless row i takes part) and stats[:, i] (STAT_NAMES[form]).
 
     N_BUCKET (next power of two of N) only keys the autotuner, so N varying per batch does not retune.
@@ -230,7 +228,7 @@ def _struca_fwd_kernel(u_ptr, v_ptr, valid_ptr, loss_ptr, stats_ptr, N, N_BUCKET
         var_s = r2 / n
         var_t = r3 / n
         cov = r4 / n
-        loss = 1.0 - cov / tl.sqrt((var_s + _PEARSON_EPS) * (var_t + _PEARSON_EPS))
+        loss = 1.0 - cov / tl.sqrt((var_s + PEARSON_EPS) * (var_t + PEARSON_EPS))
         tl.store(stats_ptr + N + rows, r0, mask=row_in)
         tl.store(stats_ptr + 2 * N + rows, r1, mask=row_in)
         tl.store(stats_ptr + 3 * N + rows, var_s, mask=row_in)
@@ -339,7 +337,7 @@ def _acc_torch_dtype(storage: torch.dtype) -> torch.dtype:
 def _check_inputs(u_hat: Tensor, v_hat: Tensor, valid: Tensor) -> None:
     if not INTERPRET and not u_hat.is_cuda:
         raise RuntimeError("struca_triton: needs CUDA tensors (or TRITON_INTERPRET=1 set before importing "
-                           "kernels.struca_triton, to run on CPU)")
+                           "mmkd.kernels.struca_triton, to run on CPU)")
     if not INTERPRET and u_hat.dtype == torch.float64:
         raise TypeError("struca_triton: fp64 runs only in the interpreter (for gradcheck); use fp32 on GPU")
     if u_hat.dtype != v_hat.dtype or u_hat.shape[0] != v_hat.shape[0] or valid.shape != (u_hat.shape[0],):
@@ -360,10 +358,12 @@ def _aligned_rows(x: Tensor) -> Tensor:
     return padded
 
 
-def struca_forward(u_hat: Tensor, v_hat: Tensor, valid: Tensor, tau: float, form: str) -> tuple[Tensor, Tensor]:
+def struca_forward(u_hat: Tensor, v_hat: Tensor, valid: Tensor, tau: float, form: str,
+                   pearson_eps: float) -> tuple[Tensor, Tensor]:
     """Per-row losses (N,) and row statistics (len(STAT_NAMES[form]), N), in the accumulation dtype.
 
-    u_hat (N, d_S), v_hat (N, d_T): unit rows (zero rows allowed if invalid), one dtype; valid (N,) bool.
+    u_hat (N, d_S), v_hat (N, d_T): unit rows (zero rows allowed if invalid), one dtype; valid (N,) bool;
+    pearson_eps: added to each row variance (structure.PEARSON_EPS).
     """
     _check_inputs(u_hat, v_hat, valid)
     n = u_hat.shape[0]
@@ -377,18 +377,19 @@ def struca_forward(u_hat: Tensor, v_hat: Tensor, valid: Tensor, tau: float, form
     grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]),)  # noqa: E731
     _struca_fwd_kernel[grid](u_hat, v_hat, valid.to(torch.uint8), row_loss, stats, n,
                              triton.next_power_of_2(n), u_hat.shape[1], v_hat.shape[1], u_hat.stride(0),
-                             v_hat.stride(0), 1.0 / tau, FORM=FORM_IDS[form], DOT_DTYPE=dot, ACC_DTYPE=acc,
-                             PRECISION=precision)
+                             v_hat.stride(0), 1.0 / tau, FORM=FORM_IDS[form], PEARSON_EPS=pearson_eps, DOT_DTYPE=dot,
+                             ACC_DTYPE=acc, PRECISION=precision)
     return row_loss, stats
 
 
-def backward_coefficients(stats: Tensor, valid: Tensor, grad_output: Tensor, form: str) -> tuple[Tensor, Tensor]:
+def backward_coefficients(stats: Tensor, valid: Tensor, grad_output: Tensor, form: str,
+                          pearson_eps: float) -> tuple[Tensor, Tensor]:
     """Row coefficients of G (see `_coupling`), normalised, and the scale that undoes the normalisation.
 
     With base_i = grad_output / N_r for rows taking part (0 otherwise):
         kl:      dl_i/dA^S_ij = p^S_ij - p^T_ij                    ->  c_i = base_i
         pearson: dl_i/dA^S_ij = -[(A^T_ij - mean^T_i) - k_i (A^S_ij - mean^S_i)] / (n_i S_i),
-                 S_i = sqrt((var^S_i + eps)(var^T_i + eps)), k_i = cov_i / (var^S_i + eps)
+                 S_i = sqrt((var^S_i + eps)(var^T_i + eps)), k_i = cov_i / (var^S_i + eps), eps = pearson_eps
                  (the mean's own derivative drops out: centred sums vanish)
                  ->  alpha_i = -base_i / (n_i S_i),  beta_i = base_i k_i / (n_i S_i).
     The multipliers are divided by scale = max_i (|c_i|) or max_i (|alpha_i| + |beta_i|), so the G tile
@@ -403,8 +404,8 @@ def backward_coefficients(stats: Tensor, valid: Tensor, grad_output: Tensor, for
         rest = stats[1:3]
     else:
         _, mean_s, mean_t, var_s, var_t, cov = stats
-        n_s = count.clamp_min(1) * torch.sqrt((var_s + PEARSON_EPS) * (var_t + PEARSON_EPS))
-        multipliers = torch.stack([-base / n_s, base * cov / ((var_s + PEARSON_EPS) * n_s)])
+        n_s = count.clamp_min(1) * torch.sqrt((var_s + pearson_eps) * (var_t + pearson_eps))
+        multipliers = torch.stack([-base / n_s, base * cov / ((var_s + pearson_eps) * n_s)])
         rest = torch.stack([mean_t, mean_s])
     magnitude = multipliers.abs().sum(dim=0)
     scale = torch.cat([magnitude, magnitude.new_zeros(1)]).max()  # the appended 0 serves N = 0
@@ -432,15 +433,20 @@ def struca_backward(u_hat: Tensor, v_hat: Tensor, valid: Tensor, coef: Tensor, s
 class StrucAFunction(torch.autograd.Function):
     """L = sum_i l_i / max(N_r, 1) from unit rows u_hat (N, d_S), v_hat (N, d_T), valid (N,) bool.
 
-    Saves only u_hat, v_hat, valid and O(N) row statistics; backward recomputes the tiles and returns
-    dL/du_hat in u_hat's dtype (v_hat, the teacher, gets none). Result: 0-dim, accumulation dtype.
+    Row preparation (normalisation, dtype) and dispatch are `mmkd.objectives.structure.struca_loss`'s
+    (impl="triton"); this module imports nothing from mmkd. Saves only u_hat, v_hat, valid and O(N) row
+    statistics; backward recomputes the tiles and returns dL/du_hat in u_hat's dtype (v_hat, the
+    teacher, gets none). Result: 0-dim, accumulation dtype. Raises ValueError for an unknown form.
     """
 
     @staticmethod
-    def forward(ctx, u_hat: Tensor, v_hat: Tensor, valid: Tensor, tau: float, form: str) -> Tensor:
-        row_loss, stats = struca_forward(u_hat, v_hat, valid, tau, form)
+    def forward(ctx, u_hat: Tensor, v_hat: Tensor, valid: Tensor, tau: float, form: str,
+                pearson_eps: float) -> Tensor:
+        if form not in FORM_IDS:
+            raise ValueError(f"struca_triton: form must be one of {tuple(FORM_IDS)}, got {form!r}")
+        row_loss, stats = struca_forward(u_hat, v_hat, valid, tau, form, pearson_eps)
         ctx.save_for_backward(u_hat, v_hat, valid, stats)
-        ctx.tau, ctx.form = tau, form
+        ctx.tau, ctx.form, ctx.pearson_eps = tau, form, pearson_eps
         n_rows = (valid & (stats[0] >= 2)).sum()
         return row_loss.sum() / n_rows.clamp_min(1)
 
@@ -448,23 +454,6 @@ class StrucAFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         u_hat, v_hat, valid, stats = ctx.saved_tensors
-        coef, scale = backward_coefficients(stats, valid, grad_output, ctx.form)
+        coef, scale = backward_coefficients(stats, valid, grad_output, ctx.form, ctx.pearson_eps)
         du = struca_backward(u_hat, v_hat, valid, coef, scale, ctx.tau, ctx.form)
-        return du.to(u_hat.dtype), None, None, None, None
-
-
-def struca_triton(student: Tensor, teacher: Tensor, *, tau: float = 0.1, form: str = "kl",
-                  valid: Tensor | None = None) -> Tensor:
-    """StrucA of student rows (N, d_S) against teacher rows (N, d_T) through the fused kernel.
-
-    Same semantics as `mmkd.objectives.structure.struca_reference` (valid (N,) bool or None; zero-norm
-    rows take no part; N < 2 -> 0 with zero gradients). Rows are normalised by `prepare_rows` (autograd
-    carries the chain rule through it); fp16/bf16 students keep their dtype for the kernel's tiles
-    (teacher rows are cast to it), others run in fp32 (fp64 stays fp64). Returns a 0-dim fp32 (fp64) loss.
-    """
-    if form not in FORMS:
-        raise ValueError(f"struca_triton: form must be one of {FORMS}, got {form!r}")
-    u_hat, v_hat, valid = prepare_rows(student, teacher, valid)
-    if student.dtype in (torch.float16, torch.bfloat16):
-        u_hat, v_hat = u_hat.to(student.dtype), v_hat.to(student.dtype)
-    return StrucAFunction.apply(u_hat, v_hat, valid, tau, form)
+        return du.to(u_hat.dtype), None, None, None, None, None

@@ -17,10 +17,12 @@ the scheduler's `total_num_steps: "auto"`) and picks the optimizer:
 from __future__ import annotations
 
 import copy
+import difflib
 import importlib
 import json
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +32,13 @@ import torch
 from deepspeed.accelerator import get_accelerator
 from torch import nn
 
+from mmkd.ds_config import check_batch_sizes, check_known_keys, one_line, resolve_auto
 from mmkd.errors import MMKDError
 from mmkd.models.student import MMKDStudent, load_student
 from mmkd.objectives.combined import MMKDLoss, MMKDLossOutput
+from mmkd.shipped_configs import resolve_config
 
-CPU_CONFIG = "ds_configs/cpu_bf16_zero2.json"
+CPU_CONFIG = "cpu_bf16_zero2"  # a shipped DeepSpeed JSON (ds_configs/)
 APEX_OPTIMIZERS = {"apex_fused_lamb": "FusedLAMB", "apex_fused_adam": "FusedAdam"}
 APEX_HINT = (
     "NVIDIA apex is not installed; mmkd never depends on it. Build it on a CUDA machine with "
@@ -84,30 +88,66 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def load_ds_config(path: str | Path) -> dict[str, Any]:
-    """The DeepSpeed JSON at `path`, checked: fp16 on a machine without a GPU is refused here,
-    before anything is built."""
-    file = Path(path)
-    if not file.is_file():
-        raise MMKDError(f"{path}: DeepSpeed config not found (train config key ds_config)")
+def load_ds_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The DeepSpeed JSON at `path` with `overrides` (train config key `ds`: dotted path -> value)
+    applied, checked before anything is built (mmkd.ds_config): fp16 on a machine without a GPU,
+    bf16 on a device without it, keys DeepSpeed does not know, "auto" values (resolved or refused),
+    an lr that can only train nothing. `path` may name a shipped config (mmkd.shipped_configs).
+    Raises MMKDError naming the file."""
+    file = resolve_config(path, "ds_configs")
     try:
         config = json.loads(file.read_text())
     except json.JSONDecodeError as err:
         raise MMKDError(f"{path}: not valid JSON: {err}") from err
     if not isinstance(config, dict):
         raise MMKDError(f"{path}: a DeepSpeed config is a JSON object")
+    config = with_ds_overrides(config, overrides or {}, str(path))
     if config.get("fp16", {}).get("enabled") and get_accelerator().device_name() == "cpu":
         raise MMKDError(f"{path}: fp16 needs a GPU; use {CPU_CONFIG} (bf16)")
+    if config.get("bf16", {}).get("enabled") and not get_accelerator().is_bf16_supported():
+        raise MMKDError(f"{path}: bf16 is not supported on this {get_accelerator().device_name()} device; use "
+                        "ds_configs/gpu_fp16_zero1.json (fp16) or a JSON without the bf16 block (fp32)")
+    config = resolve_auto(config, path)
+    check_known_keys(config, path)
+    check_learning_rates(config, path)
     return config
 
 
-def batch_geometry(ds_config: dict[str, Any]) -> tuple[int, int]:
-    """(micro-batch per rank, gradient accumulation steps), resolved by DeepSpeed's own config class
-    for the current world size (call after init_distributed)."""
-    from deepspeed.runtime.config import DeepSpeedConfig
+def check_learning_rates(ds_config: dict[str, Any], source: str | Path) -> None:
+    """Refuse an optimizer lr or scheduler peak (warmup_max_lr) that is not > 0: no step could change
+    a weight. Raises MMKDError naming `source` and the key."""
+    for key, block in (("optimizer.params.lr", ds_config.get("optimizer")),
+                       ("scheduler.params.warmup_max_lr", ds_config.get("scheduler"))):
+        value = (block or {}).get("params", {}).get(key.rsplit(".", 1)[1])
+        if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            raise MMKDError(f"{source}: {key}={value!r} trains nothing; set a learning rate > 0")
 
-    resolved = DeepSpeedConfig(ds_config)
-    return resolved.train_micro_batch_size_per_gpu, resolved.gradient_accumulation_steps
+
+def with_ds_overrides(config: dict[str, Any], overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A copy of `config` with each dotted path of `overrides` set to its value. Every key of a path
+    must exist in `config` (DeepSpeed ignores unknown keys, so a misspelt path would change nothing):
+    MMKDError naming the path and the close matches otherwise."""
+    config = copy.deepcopy(config)
+    for path, value in overrides.items():
+        node, parts = config, path.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                keys = list(node) if isinstance(node, dict) else []
+                close = difflib.get_close_matches(part, keys, n=3)
+                hint = f"did you mean {', '.join(close)}?" if close else f"its keys: {', '.join(keys) or 'none'}"
+                raise MMKDError(f"{source}: ds.{path}: no key {part!r} under {'.'.join(parts[:depth]) or 'the top'} "
+                                f"of the DeepSpeed JSON ({hint}); new blocks belong in a JSON file")
+            if depth == len(parts) - 1:
+                node[part] = value
+            node = node[part]
+    return config
+
+
+def batch_geometry(ds_config: dict[str, Any], source: str | Path) -> tuple[int, int]:
+    """(micro-batch per rank, gradient accumulation steps), resolved by DeepSpeed's own config class
+    for the current world size (call after init_distributed). Raises MMKDError naming `source` and
+    the values when the batch sizes do not fit the world size."""
+    return check_batch_sizes(ds_config, source, dist.get_world_size())
 
 
 def with_run_values(ds_config: dict[str, Any], *, tensorboard_dir: str | Path, total_steps: int) -> dict[str, Any]:
@@ -144,17 +184,32 @@ def compute_dtype(ds_config: dict[str, Any]) -> torch.dtype:
 
 
 def build_student(path: str, teacher_hidden_size: int, ds_config: dict[str, Any]) -> MMKDStudent:
-    """Load the student (MMKDStudent with its heads); under ZeRO-3 partition it at once.
+    """Load the student (MMKDStudent with its heads); under ZeRO-3 partitioned as it is built.
 
-    Under ZeRO-3 the loaded student is handed to deepspeed.zero.Init(module=...), which splits each
-    parameter over the ranks (what deepspeed.initialize would otherwise do). Loading inside a
-    zero.Init context instead needs transformers' HfDeepSpeedConfig, which requires the accelerate
-    package, and ZeRO-3-aware head loading; until then each rank holds one full student briefly
-    (0.7 GB at the paper's 179M parameters in fp32).
+    Under ZeRO-3 the masked LM is loaded while a transformers HfDeepSpeedConfig of `ds_config` is
+    alive: from_pretrained then creates every parameter inside deepspeed.zero.Init, partitioned and
+    in the JSON's dtype, and loads each one's slice, so no rank ever holds the full fp32 student
+    (0.7 GB at the paper's 179M parameters). The config is dropped right after, so that models loaded
+    later (teacher, export) are whole. The projection heads (2 d_S d_T parameters) are loaded
+    whole, cast, then partitioned. HfDeepSpeedConfig needs the accelerate package.
     """
-    student = load_student(path, teacher_hidden_size=teacher_hidden_size)
-    if zero_stage(ds_config) == 3:
-        deepspeed.zero.Init(module=student, config_dict_or_path=ds_config, dtype=compute_dtype(ds_config))
+    if zero_stage(ds_config) != 3:
+        return load_student(path, teacher_hidden_size=teacher_hidden_size)
+    try:
+        from transformers.integrations import HfDeepSpeedConfig
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        zero3_loading = HfDeepSpeedConfig(ds_config)
+    except (ImportError, AttributeError) as err:
+        raise MMKDError(f"ZeRO-3 builds the student partitioned through transformers' HfDeepSpeedConfig, which needs "
+                        f"the accelerate package: pip install accelerate ({err})") from err
+    try:
+        student = load_student(path, teacher_hidden_size=teacher_hidden_size)
+    finally:
+        del zero3_loading
+        unset_hf_deepspeed_config()
+    dtype = compute_dtype(ds_config)
+    deepspeed.zero.Init(module=student.heads.to(dtype), config_dict_or_path=ds_config, dtype=dtype)
     return student
 
 
@@ -182,13 +237,28 @@ def build_optimizer(ds_config: dict[str, Any], parameters: list[nn.Parameter]
     return optimizer_class(parameters, **block.get("params", {})), config
 
 
-def build_engine(student: MMKDStudent, loss: MMKDLoss, ds_config: dict[str, Any]) -> Any:
-    """deepspeed.initialize on DistillationModule(student, loss); returns the engine."""
+def build_engine(student: MMKDStudent, loss: MMKDLoss, ds_config: dict[str, Any],
+                 source: str | Path = "the DeepSpeed config") -> Any:
+    """deepspeed.initialize on DistillationModule(student, loss); returns the engine.
+
+    Raises MMKDError naming `source` when DeepSpeed refuses the config (ValueError, TypeError or
+    DeepSpeedConfigError from deepspeed.initialize, such as an optimizer parameter its optimizer does
+    not take), or when the engine's parameters are not in the JSON's precision (compute_dtype).
+    """
+    from deepspeed.runtime.config import DeepSpeedConfigError
+
     module = DistillationModule(student, loss)
     parameters = [p for p in module.parameters() if p.requires_grad]
     optimizer, config = build_optimizer(ds_config, parameters)
-    engine, *_ = deepspeed.initialize(model=module, model_parameters=parameters, optimizer=optimizer,
-                                      config=config)
+    try:
+        engine, *_ = deepspeed.initialize(model=module, model_parameters=parameters, optimizer=optimizer,
+                                          config=config)
+    except (ValueError, TypeError, DeepSpeedConfigError) as err:
+        raise MMKDError(f"{source}: DeepSpeed refuses this config: {one_line(err)}") from err
+    dtypes = {p.dtype for p in engine.module.student.parameters()}
+    if dtypes != {compute_dtype(ds_config)}:
+        raise MMKDError(f"{source}: the engine holds the student in {sorted(map(str, dtypes))}, not the JSON's "
+                        f"{compute_dtype(ds_config)}; DeepSpeed did not apply the precision")
     return engine
 
 

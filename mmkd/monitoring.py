@@ -3,13 +3,18 @@
 Scalars (TensorBoard tags; x axis = engine.global_samples):
   train/loss, train/<term>            total and each computed MMKDLoss term (mean over ranks)
   train/grad_norm                     global gradient norm before clipping
+  train/lr                            the lr the logged step ran at (mmkd.schedule)
+  train/skipped_steps                 steps so far with a non-finite loss or a skipped update (mmkd.step_health)
   train/samples_per_s, train/tokens_per_s    over all ranks (tokens: non-padding, three student inputs)
-  train/tflops, train/mfu             achieved TFLOP/s per device, and that over the device's peak
+  train/padding_efficiency            non-padding / padded positions of the three student inputs (this rank)
+  train/tflops, train/mfu             achieved TFLOP/s per device (the FLOPs of mmkd.flops.MicroStepFlops),
+                                      and that over the device's peak (peak_tflops)
   dev/loss, dev/<term>, dev/lang/<lang>      dev evaluation (mmkd.train.evaluate)
   dev/retrieval/<lang>/x2y, .../y2x  top-1 translation retrieval on dev (mmkd.evaluation.retrieval.dev_retrieval;
                                      train config eval_retrieval)
-DeepSpeed's own monitor writes Train/Samples/lr at every step, and Train/Samples/loss_scale when
-fp16 is on; they are not written twice.
+DeepSpeed's own monitor writes Train/Samples/lr at every step (read after the step: the lr the
+next step runs at, where train/lr is the one the step ran at), and Train/Samples/loss_scale when
+fp16 is on.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-# Dense bf16/fp16 tensor-core peaks per device, TFLOP/s (vendor data sheets, without sparsity).
-GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
+# Dense bf16/fp16 tensor-core peaks, TFLOP/s (vendor data sheets, without sparsity), by a part of
+# torch.cuda.get_device_name(); the first match wins, so the specific names come first.
+GPU_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H200 NVL", 835.0), ("H100", 989.0),
+                   ("H200", 989.0), ("A100", 312.0), ("L40S", 362.0))
 STUDENT_INPUTS = (("tlm_input_ids", "tlm_attention_mask"), ("x_input_ids", "x_attention_mask"),
                   ("y_input_ids", "y_attention_mask"))
 
@@ -33,25 +40,24 @@ def batch_tokens(batch: dict[str, Any]) -> tuple[int, int]:
     return real, padded
 
 
-def student_flops(parameters: int, padded_positions: int) -> float:
-    """Estimated student FLOPs of one training micro-batch: 6 x parameters x positions.
+def gpu_peak_tflops(name: str) -> float:
+    """Dense bf16/fp16 peak TFLOP/s of the GPU called `name` (GPU_PEAK_TFLOPS), 0.0 when not listed.
 
-    6 N per token is the usual forward (2 N) plus backward (4 N) estimate for a dense network; the
-    positions are the padded ones of all three student passes (TLM pair, x alone, y alone), since
-    the hardware computes on padding too. It leaves out attention's L^2 term and counts a pass that
-    a zero loss weight skips; the teacher (cached or live) is not counted.
+    "NVIDIA H100 80GB HBM3" (SXM) 989, "NVIDIA H100 PCIe" 756, "NVIDIA H100 NVL" 835, "NVIDIA
+    A100-SXM4-40GB" 312, "NVIDIA H200" 989, "NVIDIA L40S" 362.
     """
-    return 6.0 * parameters * padded_positions
+    lowered = name.lower()
+    return next((peak for key, peak in GPU_PEAK_TFLOPS if key.lower() in lowered), 0.0)
 
 
 def peak_tflops(configured: float, dtype: torch.dtype, device: torch.device) -> float:
-    """Per-device peak TFLOP/s for MFU: `configured` when > 0; else the GPU's bf16/fp16 peak from
-    GPU_PEAK_TFLOPS by device name; on a CPU a matmul peak measured now. 0.0 when unknown."""
+    """Per-device peak TFLOP/s for MFU: `configured` (train config peak_tflops) when > 0; else the
+    GPU's from its exact name (gpu_peak_tflops); on a CPU a matmul peak measured now. 0.0 when
+    unknown (no MFU is then reported)."""
     if configured > 0:
         return configured
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return next((peak for key, peak in GPU_PEAK_TFLOPS.items() if key in name), 0.0)
+        return gpu_peak_tflops(torch.cuda.get_device_name(device))
     if device.type == "cpu":
         return measured_matmul_tflops(dtype)
     return 0.0
@@ -81,19 +87,20 @@ class Throughput:
     def restart(self) -> None:
         """Drop the counts and start the clock now."""
         self.start = time.perf_counter()
-        self.samples = self.tokens = 0
+        self.samples = self.tokens = self.positions = 0
         self.flops = 0.0
 
-    def add(self, samples: int, tokens: int, flops: float) -> None:
-        """One micro-batch of this rank: pairs, non-padding tokens, estimated FLOPs."""
+    def add(self, samples: int, tokens: int, positions: int, flops: float) -> None:
+        """One micro-batch of this rank: pairs, non-padding tokens, padded positions, FLOPs."""
         self.samples += samples
         self.tokens += tokens
+        self.positions += positions
         self.flops += flops
 
-    def add_batch(self, batch: dict[str, Any], parameters: int) -> None:
-        """One collated micro-batch of this rank, for a student of `parameters` parameters."""
+    def add_batch(self, batch: dict[str, Any], flops: float) -> None:
+        """One collated micro-batch of this rank that took `flops` (mmkd.flops.MicroStepFlops)."""
         real, padded = batch_tokens(batch)
-        self.add(len(batch["lang"]), real, student_flops(parameters, padded))
+        self.add(len(batch["lang"]), real, padded, flops)
 
     def rates(self) -> dict[str, float]:
         """Scalars since the last call (this rank's counts scaled by the world size), then reset."""
@@ -103,6 +110,7 @@ class Throughput:
             "samples_per_s": self.samples * self.world_size / seconds,
             "tokens_per_s": self.tokens * self.world_size / seconds,
             "tflops": tflops,
+            "padding_efficiency": self.tokens / max(self.positions, 1),
         }
         if self.peak > 0:
             rates["mfu"] = tflops / self.peak

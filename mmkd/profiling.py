@@ -67,16 +67,17 @@ def profiling_ds_config(ds_config: dict[str, Any], report_dir: Path, profile_ste
     return config
 
 
-def start_training(cfg: TrainConfig, ds_config: dict[str, Any]) -> tuple[Setup, Any, Iterator[dict[str, Any]]]:
+def start_training(cfg: TrainConfig, ds_config: dict[str, Any], run: Setup | None = None
+                   ) -> tuple[Setup, Any, Iterator[dict[str, Any]]]:
     """(setup, engine in train mode, training micro-batches from the first) for `cfg` on `ds_config`,
-    the live teacher moved to the engine's device."""
-    run = prepare(cfg, ds_config)
+    the live teacher moved to the engine's device; `run`: a setup already prepared from them."""
+    run = run or prepare(cfg, ds_config)
     engine = build_engine(run.student, run.loss, run.ds_config)
     if run.cache is None:
         run.teacher.model.to(engine.device)
     engine.train()  # from_pretrained leaves the student in eval mode, dropout off
     loop = {"step": 0, "epoch": 0, "consumed": 0}
-    batches = micro_batches(IndexedSplit(run.corpus["train"]), run.sampler, run.collator, run.micro, run.world,
+    batches = micro_batches(IndexedSplit(run.corpus["train"]), run.sampler, run.train_collator, run.micro, run.world,
                             loop, cfg.num_workers)
     return run, engine, batches
 
@@ -119,7 +120,7 @@ def profile(cfg: TrainConfig, steps: int, warmup: int, report_dir: Path) -> dict
         raise MMKDError(f"profile: --steps ({steps}) and --warmup ({warmup}) must be >= 1 (the flops profiler "
                         "runs on the last warm-up step, outside the measured ones)")
     report_dir.mkdir(parents=True, exist_ok=True)
-    ds_config = profiling_ds_config(load_ds_config(cfg.ds_config), report_dir, profile_step=warmup - 1)
+    ds_config = profiling_ds_config(load_ds_config(cfg.ds_config, cfg.ds), report_dir, profile_step=warmup - 1)
     run, engine, batches = start_training(cfg, ds_config)
     n_params = parameter_count(engine.module.student)
     peak = monitoring.peak_tflops(cfg.peak_tflops, compute_dtype(run.ds_config), engine.device)
@@ -135,7 +136,7 @@ def profile(cfg: TrainConfig, steps: int, warmup: int, report_dir: Path) -> dict
         start = time.perf_counter()
         for _ in range(steps):
             for batch, _out in optimizer_step(engine, batches, run.cache, run.teacher, run.accumulation):
-                throughput.add_batch(batch, n_params)
+                throughput.add_batch(batch, run.flops(batch))
             timers = engine.get_wall_clock_timers()  # the global timers cover the whole optimizer step
             for name in DEEPSPEED_TIMERS:
                 deepspeed_ms[name] += timers.get(name, 0.0)
@@ -222,8 +223,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"- samples/s {report['samples_per_s']:.1f}, tokens/s {report['tokens_per_s']:.0f} (non-padding, the "
         "student's three inputs; all ranks)",
-        f"- TFLOP/s per device {report['tflops']:.3g} (6 x {report['parameters'] / 1e6:.2f}M parameters x padded "
-        "positions, mmkd/monitoring.py)" + (f"; MFU {100 * report['mfu']:.3g}% of {report['peak_tflops']:.3g} "
+        f"- TFLOP/s per device {report['tflops']:.3g} (the FLOPs each micro-step does: student passes, attention, "
+        "MLM head rows, losses; mmkd/flops.py)" + (f"; MFU {100 * report['mfu']:.3g}% of {report['peak_tflops']:.3g} "
                                             "TFLOP/s peak" if "mfu" in report else ""),
         "- DeepSpeed wall_clock_breakdown timers, ms/step: " +
         ", ".join(f"{name} {value:.2f}" for name, value in report["deepspeed_timers_ms"].items()),

@@ -14,13 +14,12 @@ Batch sizes, lr, optimizer, scheduler, precision and ZeRO stage come from its ds
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import random
 import sys
-import time
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,18 +29,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmkd import checkpointing, monitoring
+from mmkd import checkpointing, master_weights, monitoring
 from mmkd.corpus.schema import load_corpus
 from mmkd.data import LanguageSampler, MMKDCollator
+from mmkd.data.lengths import tlm_pair_lengths
 from mmkd.engine import (batch_geometry, build_engine, build_student, compute_dtype, init_distributed, load_ds_config,
                          parameter_count, with_run_values)
 from mmkd.errors import MMKDError
 from mmkd.evaluation.retrieval import DEV_RETRIEVAL_POOL, dev_retrieval
-from mmkd.models.teacher import load_teacher
+from mmkd.flops import EncoderShape, MicroStepFlops
+from mmkd.models.teacher import TeacherOutputs, load_teacher
 from mmkd.objectives.combined import TERM_WEIGHTS, LossWeights, MMKDLoss, MMKDLossOutput
 from mmkd.phases import phase
+from mmkd.schedule import RunBudget, set_schedule_iteration, warmup_beyond_run
+from mmkd.step_health import StepHealth
 from mmkd.teacher_cache import TeacherCache
-from mmkd.train_config import TrainConfig, load_train_config, save_train_config
+from mmkd.teacher_cache.build import teacher_precision
+from mmkd.teacher_cache.reader import CachedTeacherCollator
+from mmkd.train_config import TrainConfig, config_key_help, load_train_config, save_train_config
 
 
 class IndexedSplit(Dataset):
@@ -72,17 +77,27 @@ def seed_everything(seed: int) -> None:
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+    """The batch's tensors on `device`, copied non-blocking (asynchronous from the DataLoader's pinned memory)."""
+    return {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
+            for key, value in batch.items()}
 
 
 def teacher_outputs(batch: dict[str, Any], cache: Any, teacher: Any, device: torch.device) -> Any:
-    """TeacherOutputs on `device` for the x of a CPU batch: from the cache by batch["index"], or the
-    live teacher (on `device`)."""
-    if cache is None:
-        return teacher.encode(batch["teacher_input_ids"].to(device), batch["teacher_attention_mask"].to(device))
-    found = cache.lookup(batch["index"], batch["teacher_input_ids"].shape[1])
-    return dataclasses.replace(found, **{field.name: getattr(found, field.name).to(device)
-                                         for field in dataclasses.fields(found)})
+    """TeacherOutputs (float32) on `device` for the x of a batch: the float16 states the DataLoader
+    looked up (CachedTeacherCollator), else a lookup in `cache` here (a CPU batch: dev evaluation),
+    else the live teacher on `device` (under autocast on a GPU; a teacher with a prompt reads batch["src"])."""
+    if "teacher_token_states" in batch:
+        found = TeacherOutputs(batch["teacher_token_states"], batch["teacher_sentence_embedding"],
+                               batch["teacher_attention_mask"])
+    elif cache is not None:
+        found = cache.lookup(batch)
+    else:
+        with teacher_precision(device):
+            found = teacher.encode(batch["teacher_input_ids"].to(device), batch["teacher_attention_mask"].to(device),
+                                   batch["src"])
+    return TeacherOutputs(found.token_states.to(device, non_blocking=True).float(),
+                          found.sentence_embedding.to(device, non_blocking=True).float(),
+                          found.attention_mask.to(device, non_blocking=True))
 
 
 def micro_batches(dataset: IndexedSplit, sampler: Any, collator: Any, micro: int, world: int,
@@ -96,7 +111,8 @@ def micro_batches(dataset: IndexedSplit, sampler: Any, collator: Any, micro: int
         sampler.set_epoch(loop["epoch"], loop["consumed"])
         collator.set_epoch(loop["epoch"])
         loader = DataLoader(dataset, batch_size=micro, sampler=sampler, collate_fn=collator, drop_last=True,
-                            num_workers=num_workers, generator=torch.Generator())  # not the global RNG
+                            num_workers=num_workers, pin_memory=torch.cuda.is_available(),
+                            generator=torch.Generator())  # not the global RNG
         for batch in loader:
             loop["consumed"] += micro * world
             yield batch
@@ -169,12 +185,15 @@ class Setup:
     student: Any  # MMKDStudent, partitioned under ZeRO-3
     loss: MMKDLoss
     collator: MMKDCollator
+    train_collator: Any  # collator, with the teacher cache's lookup when there is a cache (CachedTeacherCollator)
     terms: list[str]  # computed MMKDLoss terms (weight > 0)
+    flops: MicroStepFlops  # FLOPs of one micro-batch, for train/tflops and MFU
 
 
 def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     """Join the process group, seed, and build data, teacher (outside any zero.Init), student and loss."""
     rank, world = init_distributed()
+    micro, accumulation = batch_geometry(ds_config, cfg.ds_config)  # DeepSpeed's batch checks, before any loading
     seed_everything(cfg.seed + rank)
     corpus = load_corpus(cfg.corpus)
     teacher = load_teacher(cfg.teacher, layer=cfg.teacher_layer)
@@ -182,9 +201,7 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
         cfg.teacher_cache, teacher=teacher, corpus_split=corpus["train"], max_length=cfg.max_length)
     dev_cache = None if cfg.dev_teacher_cache is None else TeacherCache.open(
         cfg.dev_teacher_cache, teacher=teacher, corpus_split=corpus["dev"], max_length=cfg.max_length)
-    micro, accumulation = batch_geometry(ds_config)
-    sampler = LanguageSampler(corpus["train"]["lang"], cfg.alpha, seed=cfg.seed, rank=rank, world_size=world)
-    steps_per_epoch = len(sampler) // (micro * accumulation)
+    steps_per_epoch = math.ceil(len(corpus["train"]) / world) // (micro * accumulation)
     if steps_per_epoch == 0:
         raise MMKDError(f"{cfg.corpus}: {len(corpus['train'])} training pairs do not fill one step of "
                         f"{micro} x {accumulation} x {world} pairs ({cfg.ds_config})")
@@ -192,14 +209,34 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     ds_config = with_run_values(ds_config, tensorboard_dir=f"{cfg.output_dir}/tensorboard", total_steps=total_steps)
 
     student = build_student(cfg.student, teacher.hidden_size, ds_config)
+    lengths = None
+    if cfg.length_group_window > 0:
+        with rank_zero_first(rank):  # rank 0 writes the lengths' cache file, the others read it
+            lengths = tlm_pair_lengths(corpus["train"], student.tokenizer, cfg.max_length)
+    sampler = LanguageSampler(corpus["train"]["lang"], cfg.alpha, seed=cfg.seed, rank=rank, world_size=world,
+                              lengths=lengths, group_size=micro * world, group_window=cfg.length_group_window)
     weights = LossWeights(**{TERM_WEIGHTS[name]: value for name, value in cfg.weights.items()})
     loss = MMKDLoss(weights, tau_w=cfg.tau_w, tau=cfg.struct_tau, struct_form=cfg.struct_form,
                     struct_impl=cfg.struct_impl, gather_negatives=cfg.gather_negatives,
-                    gather_sentence_rows=cfg.gather_sentence_rows)
+                    gather_sentence_rows=cfg.gather_sentence_rows, gather_token_rows=cfg.gather_token_rows,
+                    struct_sent_mode=cfg.struct_sent_mode)
     terms = [name for name in TERM_WEIGHTS if cfg.weights[name] > 0]
     collator = MMKDCollator(student.tokenizer, teacher.tokenizer, cfg.max_length, cfg.mlm_probability, cfg.seed)
+    flops = MicroStepFlops(EncoderShape.of(student.mlm.config), teacher.hidden_size, loss, world,
+                           EncoderShape.of(teacher.model.config) if cfg.live_teacher else None)
+    train_collator = collator if cache is None else CachedTeacherCollator(collator, cache)
     return Setup(ds_config, rank, world, corpus, teacher, cache, dev_cache, sampler, micro, accumulation,
-                 steps_per_epoch, total_steps, student, loss, collator, terms)
+                 steps_per_epoch, total_steps, student, loss, collator, train_collator, terms, flops)
+
+
+@contextmanager
+def rank_zero_first(rank: int) -> Iterator[None]:
+    """Rank 0 runs the body first, then the other ranks (all ranks must enter)."""
+    if rank != 0:
+        dist.barrier()
+    yield
+    if rank == 0:
+        dist.barrier()
 
 
 def optimizer_step(engine: Any, batches: Iterator[dict[str, Any]], cache: Any, teacher: Any,
@@ -210,10 +247,10 @@ def optimizer_step(engine: Any, batches: Iterator[dict[str, Any]], cache: Any, t
     done = []
     for _ in range(accumulation):
         with phase("data"):
-            batch = next(batches)  # on the CPU
+            batch = next(batches)  # on the CPU, pinned on a GPU machine
             on_device = to_device(batch, engine.device)
         with phase("teacher"):
-            teacher_out = teacher_outputs(batch, cache, teacher, engine.device)
+            teacher_out = teacher_outputs(on_device, cache, teacher, engine.device)
         with phase("forward"):
             out = engine(on_device, teacher_out)
         with phase("backward"):
@@ -227,52 +264,78 @@ def optimizer_step(engine: Any, batches: Iterator[dict[str, Any]], cache: Any, t
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run the recipe; returns {"rank", "steps", "stopped_by", "last": last logged scalars, "export"}."""
     # ---- setup: everything is built before the first step; the teacher outside any zero.Init ----
-    run = prepare(cfg, load_ds_config(cfg.ds_config))
+    checkpointing.check_output_dir(cfg)
+    run = prepare(cfg, load_ds_config(cfg.ds_config, cfg.ds))
     rank, world, corpus, teacher, cache = run.rank, run.world, run.corpus, run.teacher, run.cache
     micro, accumulation, total_steps, terms = run.micro, run.accumulation, run.total_steps, run.terms
-    engine = build_engine(run.student, run.loss, run.ds_config)
+    if cfg.overwrite and rank == 0:
+        checkpointing.clear_output_dir(cfg.output_dir)
+    dist.barrier()
+    engine = build_engine(run.student, run.loss, run.ds_config, source=cfg.ds_config)
+    master_weights.load_fp32_student(engine, cfg.student, teacher.hidden_size)
+    dtype = compute_dtype(run.ds_config)
     if cache is None or run.dev_cache is None:
         teacher.model.to(engine.device)  # it runs in the loop or at evaluation
     dev_collator = copy.copy(run.collator)  # its own epoch (0): dev batches are masked the same at every evaluation
     dev_languages = sorted(set(corpus["dev"]["lang"]))
     plan = dev_plan(corpus["dev"]["lang"], micro, cfg.eval_batches, rank, world)
     n_params = parameter_count(engine.module.student)
-    peak = monitoring.peak_tflops(cfg.peak_tflops, compute_dtype(run.ds_config), engine.device)
+    peak = monitoring.peak_tflops(cfg.peak_tflops, dtype, engine.device)
     if rank == 0:
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-        save_train_config(cfg, Path(cfg.output_dir) / "train_config.json")
+        save_train_config(cfg, Path(cfg.output_dir) / checkpointing.TRAIN_CONFIG)
         print(f"mmkd train: {world} rank(s), micro-batch {micro} x accumulation {accumulation}, "
               f"{total_steps} steps ({run.steps_per_epoch}/epoch), student {n_params / 1e6:.2f}M params, "
-              f"teacher {'live' if cache is None else 'cached'}, peak {peak:.2f} TFLOP/s per device", flush=True)
+              f"teacher {'live' if cache is None else 'cached'}, compute dtype {str(dtype).removeprefix('torch.')} "
+              f"(ZeRO stage {engine.zero_optimization_stage()}), peak {peak:.2f} TFLOP/s per device", flush=True)
+        print(f"mmkd train: {global_batch_note(run.ds_config, micro * accumulation * world)}", flush=True)
+        warning = warmup_beyond_run(run.ds_config, total_steps)
+        if warning:
+            print(f"mmkd train: {warning}", flush=True)
 
-    loop = {"step": 0, "epoch": 0, "consumed": 0}
-    if cfg.resume:
-        loop = checkpointing.load_checkpoint(engine, cfg)  # last: it restores the RNG states
+    loop, tag = {"step": 0, "epoch": 0, "consumed": 0}, None  # tag: the newest checkpoint of this run
+    if cfg.resume or cfg.resume_from is not None:
+        loop, tag = checkpointing.load_checkpoint(engine, cfg)  # last: it restores the RNG states
+    loop.setdefault("changed_steps", loop["step"])  # steps that changed the weights (older checkpoints: all)
+    loop.setdefault("train_seconds", 0.0)  # loop time of the runs resumed, for the time-bounded schedule
     engine.train()  # from_pretrained leaves the student in eval mode, dropout off
-    batches = micro_batches(IndexedSplit(corpus["train"]), run.sampler, run.collator, micro, world, loop,
+    batches = micro_batches(IndexedSplit(corpus["train"]), run.sampler, run.train_collator, micro, world, loop,
                             cfg.num_workers)
     throughput = monitoring.Throughput(world, peak)
     bar = monitoring.progress_bar(total_steps, loop["step"], rank == 0 and cfg.progress_bar)
-    start = time.monotonic()
-    stopped_by, tag, last, logged_at = "max_steps", None, {}, loop["step"]
+    budget = RunBudget(total_steps, 60 * cfg.max_time_minutes, elapsed_before=loop["train_seconds"])
+    health = StepHealth(cfg.max_skipped_steps, changed_before=loop["changed_steps"])
+    elapsed = loop["train_seconds"]  # the first step of a run starts where the resumed runs stopped
+    lr = engine.get_lr()[0]
+    stopped_by, last, logged_at = "max_steps", {}, loop["step"]
     sums = torch.zeros(len(terms) + 1, dtype=torch.float64, device=engine.device)
 
     # ---- the loop: micro-steps (DeepSpeed accumulates and steps at the boundary), log, eval, save ----
     while loop["step"] < total_steps:
+        set_schedule_iteration(engine.lr_scheduler, budget.iteration(loop["step"] + 1, elapsed))
+        lr = engine.get_lr()[0]
+        nonfinite = torch.zeros((), dtype=torch.float64, device=engine.device)  # no sync per micro-batch
         for batch, out in optimizer_step(engine, batches, cache, teacher, accumulation):
+            nonfinite += (~torch.isfinite(out.total.detach())).double()
             sums += torch.stack([out.total.detach().double()] + [out.terms[name].double() for name in terms])
-            throughput.add_batch(batch, n_params)
+            throughput.add_batch(batch, run.flops(batch))
         loop["step"] += 1
         step = loop["step"]
-        time_up = cfg.max_time_minutes > 0 and agreed(time.monotonic() - start > 60 * cfg.max_time_minutes,
-                                                      engine.device)
+        elapsed, skipped = agreed(budget.elapsed(), nonfinite + (not engine.was_step_applied()), engine.device)
+        loop["train_seconds"] = elapsed
+        health.record(step, skipped, lr)
+        loop["changed_steps"] = health.changed
+        if skipped and rank == 0:
+            bar.write(health.message(step))
+        time_up = budget.time_up(elapsed)
         final = step == total_steps or time_up
         bar.update(1)
 
         if step % cfg.log_interval == 0 or final:
             dist.all_reduce(sums)
             means = (sums / (accumulation * world * (step - logged_at))).tolist()
-            last = {"step": step, "loss": means[0], **dict(zip(terms, means[1:])), **throughput.rates()}
+            last = {"step": step, "loss": means[0], **dict(zip(terms, means[1:])), **throughput.rates(),
+                    "lr": lr, "skipped_steps": health.skipped}
             grad_norm = engine.get_global_grad_norm()
             if grad_norm is not None:
                 last["grad_norm"] = float(grad_norm)
@@ -303,31 +366,52 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     bar.close()
 
     export_dir = None
+    if cfg.export and tag is not None and health.changed == 0:
+        raise MMKDError(f"no optimizer step changed the student ({loop['step']} steps: {health.skipped} skipped, "
+                        f"the others at lr 0); not exporting it (checkpoint {tag} is saved)")
     if cfg.export and tag is not None:
         probe = corpus["dev"] if len(corpus["dev"]) else corpus["train"]
         texts = probe["src"][:4] + probe["tgt"][:4]
-        export_dir = checkpointing.export(engine, cfg, tag, teacher.hidden_size, texts)
-    return {"rank": rank, "steps": loop["step"], "stopped_by": stopped_by, "last": last, "export": export_dir}
+        export_dir = checkpointing.export(engine, cfg, tag, teacher, texts)
+    return {"rank": rank, "steps": loop["step"], "total_steps": total_steps, "stopped_by": stopped_by,
+            "progress": budget.progress(loop["step"], elapsed), "lr": lr, "skipped": health.skipped,
+            "last": last, "export": export_dir}
 
 
-def agreed(flag: bool, device: torch.device) -> bool:
-    """Rank 0's value of `flag` on every rank (ranks must stop at the same step)."""
-    value = torch.tensor([int(flag)], device=device)
-    dist.broadcast(value, src=0)
-    return bool(value.item())
+def global_batch_note(ds_config: dict[str, Any], global_batch: int) -> str:
+    """One line saying what keeps the global batch (pairs per optimizer step, all ranks) as the world size changes."""
+    if "train_batch_size" in ds_config:
+        return (f"global batch {global_batch} (train_batch_size in the DeepSpeed JSON): kept on any number of ranks "
+                f"by adjusting gradient accumulation")
+    return (f"global batch {global_batch} = micro-batch x accumulation x ranks: it changes with the number of "
+            f"ranks (state train_batch_size in the DeepSpeed JSON to keep it)")
+
+
+def agreed(elapsed: float, skipped: torch.Tensor, device: torch.device) -> tuple[float, bool]:
+    """(rank 0's `elapsed` seconds, whether `skipped` (a count, 0-dim, on `device`) is > 0 on any rank),
+    the same on every rank: ranks must stop at the same step and follow the same schedule."""
+    value = torch.stack([torch.tensor(elapsed if dist.get_rank() == 0 else 0.0, dtype=torch.float64, device=device),
+                         skipped.double()])
+    dist.all_reduce(value)
+    return float(value[0]), bool(value[1] > 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m mmkd.train` and `deepspeed --module mmkd.train`."""
-    path, overrides = split_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(f"{__doc__}\ntrain config keys:\n{config_key_help()}")
+        return 0
+    path, overrides = split_args(argv)
     try:
         summary = train(load_train_config(path, overrides))
     except MMKDError as err:
         print(f"mmkd train: error: {err}", file=sys.stderr)
         return 2
     if summary["rank"] == 0:
-        print(f"mmkd train: {summary['steps']} steps, stopped by {summary['stopped_by']}; "
-              f"export: {summary['export'] or 'none'}", flush=True)
+        print(f"mmkd train: {summary['steps']} of {summary['total_steps']} steps, stopped by "
+              f"{summary['stopped_by']}; schedule at {summary['progress']:.0%} (lr {summary['lr']:.3g}), "
+              f"{summary['skipped']} skipped steps; export: {summary['export'] or 'none'}", flush=True)
     return 0
 
 

@@ -1,19 +1,28 @@
-"""Optimizer-step time of MMKD training three ways, on one process: same student, batches, loss.
+"""Optimizer-step time and FLOPs of MMKD training, on one process: the same student, corpus, seed and loss.
 
-  (a) DeepSpeed, 1 rank, cached teacher    (mmkd.train.optimizer_step, the training loop's own step)
-  (b) DeepSpeed, 1 rank, live teacher
-  (c) plain PyTorch, cached teacher: torch.optim.AdamW with the DeepSpeed JSON's optimizer params and
+  (a) before issue 14: DeepSpeed, 1 rank, cached teacher, the MLM head on every position, batches not
+      grouped by length (MMKDLoss(full_logits=True), length_group_window=0)
+  (b) after: DeepSpeed, 1 rank, cached teacher, the head on the masked rows, length-grouped batches
+      (the training loop as it runs: mmkd.train.optimizer_step)
+  (c) as (b), live teacher
+  (d) as (b), plain PyTorch: torch.optim.AdamW with the DeepSpeed JSON's optimizer params and
       gradient clipping, no ZeRO; bf16 autocast (fp32 weights) where the JSON enables bf16, else fp32.
       DeepSpeed's bf16 instead holds bf16 weights with an fp32 master copy in the optimizer.
+Then the FLOPs of one micro-batch at the paper's shapes (an mBERT-size student, 12 x 768, vocabulary
+119,547, 179M parameters; a BERT-base teacher's d_T = 768; global batch 256 = 32 pairs x 8 GPUs,
+length 128), counted by torch's FlopCounterMode on meta tensors (no memory, no time) against
+mmkd.flops.MicroStepFlops and the former estimate 6 x parameters x padded positions.
 
   .venv/bin/python scripts/bench_step.py                       the tiny test setup, built in a temp dir
   .venv/bin/python scripts/bench_step.py --student runs/main/student --corpus runs/main/corpus \\
-      --teacher-cache runs/main/teacher_cache_train            a pipeline run's student and data
+      --teacher-cache runs/main/teacher_cache_train --recipe recipes/cpu_main.yaml
+                                                               a pipeline run's student and data
 
-Every run starts from the same seed and draws the same micro-batches (micro-batch and accumulation from
---ds-config; max_length from the teacher cache). After --warmup steps of each, the runs take turns,
-one step at a time, so that a change in machine load hits all three alike. Prints a table: median
-step time over --steps steps (ms) and samples/s (pairs per step / median step time).
+Every run starts from the same seed and corpus (micro-batch and accumulation from --ds-config, default
+the recipe's; max_length from the teacher cache). After --warmup steps of each, the runs take turns,
+one step at a time, so that a change in machine load hits all alike. Prints two tables: median step
+time over --steps steps (ms), samples/s, FLOPs per step (mmkd.flops) and padding efficiency, with the
+before/after ratios; then the paper-shape FLOPs.
 """
 
 from __future__ import annotations
@@ -35,12 +44,30 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from deepspeed.accelerator import get_accelerator  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from transformers import BertConfig, BertForMaskedLM  # noqa: E402
 
-from mmkd.engine import DistillationModule, compute_dtype, load_ds_config  # noqa: E402
+from mmkd.engine import DistillationModule, compute_dtype, load_ds_config, parameter_count  # noqa: E402
+from mmkd.flops import EncoderShape, MicroStepFlops  # noqa: E402
+from mmkd.models.heads import ProjectionHeads  # noqa: E402
+from mmkd.models.pooling import mean_pool  # noqa: E402
+from mmkd.monitoring import batch_tokens  # noqa: E402
+from mmkd.objectives import senta_loss, struca_loss, xwcl_loss  # noqa: E402
+from mmkd.objectives.combined import MMKDLoss  # noqa: E402
 from mmkd.profiling import start_training, without_tensorboard  # noqa: E402
-from mmkd.train import (IndexedSplit, micro_batches, optimizer_step, prepare, teacher_outputs,  # noqa: E402
+from mmkd.train import (IndexedSplit, Setup, micro_batches, optimizer_step, prepare, teacher_outputs,  # noqa: E402
                         to_device)
 from mmkd.train_config import TrainConfig, load_train_config  # noqa: E402
+
+# One micro-batch at the paper's shapes: 256 pairs over 8 GPUs, TLM pair padded to 128, x and y alone
+# to 64; 15% of the pair's tokens masked; XWCL queries = the masked, matched x tokens; candidates = the
+# teacher's x tokens; token StrucA rows = matched x tokens (~0.8k per rank, issue 14).
+PAPER = {"pairs": 32, "tlm_length": 128, "x_length": 64, "y_length": 64, "teacher_length": 64, "masked": 600,
+         "xwcl_queries": 250, "teacher_tokens": 32 * 60, "matched_x": 800}
+MBERT = BertConfig(vocab_size=119547, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                   intermediate_size=3072, max_position_embeddings=512)
+BERT_BASE_HIDDEN = 768
+Step = Callable[[], tuple[float, int, int]]  # one optimizer step -> (FLOPs, real tokens, padded positions)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,8 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "all-MiniLM-L6-v2)")
     parser.add_argument("--recipe", default=str(REPO / "recipes" / "cpu_main.yaml"),
                         help="train config for the loss and data settings (default: %(default)s)")
-    parser.add_argument("--ds-config", default=str(REPO / "ds_configs" / "cpu_bf16_zero2.json"),
-                        help="DeepSpeed JSON: micro-batch, accumulation, optimizer, precision (default: %(default)s)")
+    parser.add_argument("--ds-config", default=None,
+                        help="DeepSpeed JSON: micro-batch, accumulation, optimizer, precision (default: the recipe's)")
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per run (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps per run first (default 2)")
     parser.add_argument("--json", help="also write the rows, with the setup, to this JSON file")
@@ -78,8 +105,14 @@ def tiny_paths(root: Path) -> dict[str, str]:
             "teacher_cache": str(root / "cache_train"), "teacher": str(root / "teacher")}
 
 
-def plain_stepper(cfg: TrainConfig, ds_config: dict[str, Any]) -> Callable[[], None]:
-    """One optimizer step of run (c): forward under autocast, backward of total / accumulation per
+def counted(run: Setup, batches: list[dict[str, Any]]) -> tuple[float, int, int]:
+    """(FLOPs by mmkd.flops, non-padding tokens, padded positions) of a step's micro-batches."""
+    tokens = [batch_tokens(batch) for batch in batches]
+    return sum(run.flops(batch) for batch in batches), sum(t[0] for t in tokens), sum(t[1] for t in tokens)
+
+
+def plain_stepper(cfg: TrainConfig, ds_config: dict[str, Any]) -> Step:
+    """One optimizer step of run (d): forward under autocast, backward of total / accumulation per
     micro-batch, clip, torch AdamW step."""
     run = prepare(cfg, ds_config)
     device = torch.device(get_accelerator().current_device_name())
@@ -88,52 +121,58 @@ def plain_stepper(cfg: TrainConfig, ds_config: dict[str, Any]) -> Callable[[], N
               if key not in ("torch_adam", "fused", "adam_w_mode")}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], **params)
     dtype, clip = compute_dtype(ds_config), ds_config.get("gradient_clipping", 0.0)
-    batches = micro_batches(IndexedSplit(run.corpus["train"]), run.sampler, run.collator, run.micro, run.world,
+    batches = micro_batches(IndexedSplit(run.corpus["train"]), run.sampler, run.train_collator, run.micro, run.world,
                             {"step": 0, "epoch": 0, "consumed": 0}, cfg.num_workers)
 
-    def step() -> None:
+    def step() -> tuple[float, int, int]:
+        done = []
         for _ in range(run.accumulation):
             batch = next(batches)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 out = model(to_device(batch, device), teacher_outputs(batch, run.cache, run.teacher, device))
             (out.total / run.accumulation).backward()
+            done.append(batch)
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return counted(run, done)
 
     return step
 
 
-def deepspeed_stepper(cfg: TrainConfig, ds_config: dict[str, Any]) -> Callable[[], None]:
-    """One optimizer step of runs (a) and (b): the training loop's `optimizer_step`."""
-    run, engine, batches = start_training(cfg, ds_config)
+def deepspeed_stepper(cfg: TrainConfig, ds_config: dict[str, Any], full_logits: bool = False) -> Step:
+    """One optimizer step of runs (a) to (c): the training loop's `optimizer_step`."""
+    run = prepare(cfg, ds_config)
+    run.loss.full_logits = full_logits
+    run, engine, batches = start_training(cfg, ds_config, run)
 
-    def step() -> None:
-        optimizer_step(engine, batches, run.cache, run.teacher, run.accumulation)
+    def step() -> tuple[float, int, int]:
+        done = optimizer_step(engine, batches, run.cache, run.teacher, run.accumulation)
+        return counted(run, [batch for batch, _ in done])
 
     return step
 
 
-def timed(step: Callable[[], None]) -> float:
-    """Seconds one call of `step` takes, the device synchronised at both ends."""
+def timed(step: Step) -> tuple[float, float, int, int]:
+    """(seconds, FLOPs, real tokens, padded positions) of one call of `step`, the device synchronised at both ends."""
     get_accelerator().synchronize()
     start = time.perf_counter()
-    step()
+    flops, real, padded = step()
     get_accelerator().synchronize()
-    return time.perf_counter() - start
+    return (time.perf_counter() - start, flops, real, padded)
 
 
-def interleaved_times(steppers: list[Callable[[], None]], steps: int, warmup: int) -> list[list[float]]:
-    """Each stepper's step times (s): `warmup` untimed steps each, then `steps` rounds of one step each."""
+def interleaved_steps(steppers: list[Step], steps: int, warmup: int) -> list[list[tuple[float, float, int, int]]]:
+    """Each stepper's timed steps: `warmup` untimed steps each, then `steps` rounds of one step each."""
     for step in steppers:
         for _ in range(warmup):
             step()
-    times: list[list[float]] = [[] for _ in steppers]
+    measured: list[list[tuple[float, float, int, int]]] = [[] for _ in steppers]
     for _ in range(steps):
-        for series, step in zip(times, steppers):
+        for series, step in zip(measured, steppers):
             series.append(timed(step))
-    return times
+    return measured
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,24 +182,30 @@ def main(argv: list[str] | None = None) -> int:
                  {"student": args.student, "corpus": args.corpus, "teacher_cache": args.teacher_cache,
                   "teacher": args.teacher})
         max_length = json.loads((Path(paths["teacher_cache"]) / "manifest.json").read_text())["max_length"]
-        cfg = load_train_config(args.recipe, [*(f"--{key}={value}" for key, value in paths.items()),
-                                              f"--ds_config={args.ds_config}", f"--max_length={max_length}",
-                                              f"--output_dir={scratch}/run"])
-        ds_config = without_tensorboard(load_ds_config(args.ds_config))
+        overrides = [*(f"--{key}={value}" for key, value in paths.items() if value is not None),
+                     f"--max_length={max_length}", f"--output_dir={scratch}/run"]
+        if args.ds_config:
+            overrides.append(f"--ds_config={args.ds_config}")
+        cfg = load_train_config(args.recipe, overrides)
+        ds_config = without_tensorboard(load_ds_config(cfg.ds_config))
+        before = dataclasses.replace(cfg, length_group_window=0)
         live = dataclasses.replace(cfg, live_teacher=True)
-        rows = [("DeepSpeed, 1 rank", "cached", deepspeed_stepper(cfg, ds_config)),
-                ("DeepSpeed, 1 rank", "live", deepspeed_stepper(live, ds_config)),
-                ("PyTorch AdamW", "cached", plain_stepper(cfg, ds_config))]
-        times = interleaved_times([step for *_, step in rows], args.steps, args.warmup)
-    results = result_rows(args, cfg, ds_config, rows, times)
-    print(table(args, cfg, results), flush=True)
+        rows = [("(a) before: head on every position, no length grouping", "cached",
+                 deepspeed_stepper(before, ds_config, full_logits=True)),
+                ("(b) after: head on masked rows, length-grouped", "cached", deepspeed_stepper(cfg, ds_config)),
+                ("(c) after", "live", deepspeed_stepper(live, ds_config)),
+                ("(d) after, plain PyTorch AdamW", "cached", plain_stepper(cfg, ds_config))]
+        measured = interleaved_steps([step for *_, step in rows], args.steps, args.warmup)
+    results = result_rows(args, cfg, ds_config, rows, measured)
+    paper = paper_shape_flops()
+    print(table(args, cfg, results), "", paper_table(paper), sep="\n", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"runs": results, "paper_shapes": paper}, indent=2) + "\n")
     return 0
 
 
 def precision(ds_config: dict[str, Any], plain: bool) -> str:
-    """How run (c) (`plain`) or DeepSpeed computes under `ds_config`."""
+    """How run (d) (`plain`) or DeepSpeed computes under `ds_config`."""
     dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[compute_dtype(ds_config)]
     if dtype == "fp32":
         return dtype
@@ -168,35 +213,121 @@ def precision(ds_config: dict[str, Any], plain: bool) -> str:
 
 
 def result_rows(args: argparse.Namespace, cfg: TrainConfig, ds_config: dict[str, Any], rows: list[tuple],
-                times: list[list[float]]) -> list[dict[str, Any]]:
-    """One dict per run: its name, teacher, precision, median step ms and samples/s, every step's ms, and
-    the setup."""
+                measured: list[list[tuple[float, float, int, int]]]) -> list[dict[str, Any]]:
+    """One dict per run: its name, teacher, precision, median step ms, samples/s, FLOPs per step (mean),
+    padding efficiency, every step's ms, and the setup."""
     from deepspeed.runtime.config import DeepSpeedConfig
 
     resolved = DeepSpeedConfig(ds_config)
     pairs = resolved.train_micro_batch_size_per_gpu * resolved.gradient_accumulation_steps
     results = []
-    for (name, teacher, _), series in zip(rows, times):
-        median = statistics.median(series)
-        results.append({"run": name, "teacher": teacher, "precision": precision(ds_config, name.startswith("PyTorch")),
-                        "step_ms_median": 1e3 * median, "samples_per_s": pairs / median,
-                        "step_ms": [1e3 * seconds for seconds in series], "steps": args.steps,
-                        "warmup": args.warmup, "micro_batch": resolved.train_micro_batch_size_per_gpu,
-                        "accumulation": resolved.gradient_accumulation_steps, "max_length": cfg.max_length,
-                        "student": cfg.student, "ds_config": args.ds_config, "threads": torch.get_num_threads(),
-                        "device": get_accelerator().current_device_name(), "torch": torch.__version__})
+    for (name, teacher, _), series in zip(rows, measured):
+        median = statistics.median(seconds for seconds, *_ in series)
+        results.append({"run": name, "teacher": teacher, "precision": precision(ds_config, "PyTorch" in name),
+                         "step_ms_median": 1e3 * median, "samples_per_s": pairs / median,
+                         "gflop_per_step": statistics.mean(flops for _, flops, _, _ in series) / 1e9,
+                         "padding_efficiency": sum(r for *_, r, _ in series) / sum(p for *_, p in series),
+                         "step_ms": [1e3 * seconds for seconds, *_ in series], "steps": args.steps,
+                         "warmup": args.warmup, "micro_batch": resolved.train_micro_batch_size_per_gpu,
+                         "accumulation": resolved.gradient_accumulation_steps, "max_length": cfg.max_length,
+                         "student": cfg.student, "ds_config": cfg.ds_config, "threads": torch.get_num_threads(),
+                         "device": get_accelerator().current_device_name(), "torch": torch.__version__})
     return results
 
 
 def table(args: argparse.Namespace, cfg: TrainConfig, results: list[dict[str, Any]]) -> str:
-    """The markdown table of `result_rows`, under one line describing the setup."""
-    first = results[0]
+    """The markdown table of `result_rows` under one line describing the setup, and the before/after ratios."""
+    first, before, after = results[0], results[0], results[1]
     lines = [f"student {cfg.student}, max_length {cfg.max_length}, {first['micro_batch']} pairs x "
-             f"{first['accumulation']} micro-batches per step, {args.ds_config}, {first['device']} "
+             f"{first['accumulation']} micro-batches per step, {cfg.ds_config}, {first['device']} "
              f"({first['threads']} threads), median of {args.steps} steps after {args.warmup} warm-up",
-             "", "| run | teacher | precision | step ms (median) | samples/s |", "|---|---|---|---:|---:|"]
+             "", "| run | teacher | precision | step ms (median) | samples/s | GFLOP/step | padding efficiency |",
+             "|---|---|---|---:|---:|---:|---:|"]
     lines += [f"| {r['run']} | {r['teacher']} | {r['precision']} | {r['step_ms_median']:.1f} | "
-              f"{r['samples_per_s']:.2f} |" for r in results]
+              f"{r['samples_per_s']:.2f} | {r['gflop_per_step']:.4g} | {100 * r['padding_efficiency']:.1f}% |"
+              for r in results]
+    lines += ["", f"before / after: step time {before['step_ms_median'] / after['step_ms_median']:.2f}x, "
+                  f"FLOPs per step {before['gflop_per_step'] / after['gflop_per_step']:.2f}x"]
+    return "\n".join(lines)
+
+
+def paper_batch() -> dict[str, torch.Tensor]:
+    """A batch with PAPER's shapes and counts, for MicroStepFlops (which reads only shapes and counts)."""
+    b, lp = PAPER["pairs"], PAPER["tlm_length"]
+    labels = torch.full((b, lp), -100)
+    labels.view(-1)[:PAPER["masked"]] = 1
+    queries = torch.stack([torch.arange(PAPER["xwcl_queries"]) // lp, torch.arange(PAPER["xwcl_queries"]) % lp,
+                           torch.zeros(PAPER["xwcl_queries"], dtype=torch.long)], dim=1)
+    teacher_mask = torch.zeros(b, PAPER["teacher_length"], dtype=torch.bool)
+    teacher_mask.view(-1)[:PAPER["teacher_tokens"]] = True
+    return {"tlm_input_ids": torch.zeros(b, lp, dtype=torch.long), "tlm_labels": labels,
+            "x_input_ids": torch.zeros(b, PAPER["x_length"], dtype=torch.long),
+            "y_input_ids": torch.zeros(b, PAPER["y_length"], dtype=torch.long),
+            "teacher_input_ids": torch.zeros(b, PAPER["teacher_length"], dtype=torch.long),
+            "teacher_token_mask": teacher_mask, "match_tlm_x": queries, "match_tlm_y": queries[:0],
+            "match_x": torch.zeros(PAPER["matched_x"], 3, dtype=torch.long)}
+
+
+def meta_micro_step_flops(full_logits: bool) -> int:
+    """FlopCounterMode's FLOPs of one paper-shape micro-step's forward and backward, on meta tensors:
+    MMKDLoss's passes and terms with index selections in place of its data-dependent masks."""
+    b, d_t = PAPER["pairs"], BERT_BASE_HIDDEN
+    with torch.device("meta"):
+        mlm, heads = BertForMaskedLM(MBERT).train(), ProjectionHeads(MBERT.hidden_size, d_t)
+
+        def encode(length: int) -> torch.Tensor:
+            ids = torch.zeros(b, length, dtype=torch.long)  # no attention mask: transformers reads it on the host
+            return mlm.bert(input_ids=ids, token_type_ids=torch.zeros_like(ids)).last_hidden_state
+
+        def rows(count: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.arange(count) // length, torch.arange(count) % length
+
+        with FlopCounterMode(display=False) as counter:
+            hidden_tlm = encode(PAPER["tlm_length"])
+            scored = hidden_tlm if full_logits else hidden_tlm[rows(PAPER["masked"], PAPER["tlm_length"])]
+            tlm = torch.nn.functional.cross_entropy(mlm.cls(scored).reshape(-1, MBERT.vocab_size).float(),
+                                                    torch.zeros(scored.shape[:-1], dtype=torch.long).reshape(-1))
+            queries = heads.word(hidden_tlm[rows(PAPER["xwcl_queries"], PAPER["tlm_length"])])
+            xwcl = xwcl_loss(queries, torch.zeros(PAPER["teacher_tokens"], d_t),
+                             torch.zeros(PAPER["xwcl_queries"], dtype=torch.long))
+            hidden_x, hidden_y = encode(PAPER["x_length"]), encode(PAPER["y_length"])
+            pooled_x = mean_pool(hidden_x, torch.ones(b, PAPER["x_length"]))
+            pooled_y = mean_pool(hidden_y, torch.ones(b, PAPER["y_length"]))
+            teacher_sentences = torch.zeros(b, d_t)
+            senta = senta_loss(heads.sentence(pooled_x), heads.sentence(pooled_y), teacher_sentences)
+            struca_sent = struca_loss(pooled_y, teacher_sentences, impl="chunked")
+            struca_tok = struca_loss(hidden_x[rows(PAPER["matched_x"], PAPER["x_length"])],
+                                     torch.zeros(PAPER["matched_x"], d_t), impl="chunked")
+            (tlm + xwcl + senta + struca_sent + struca_tok).backward()
+    return counter.get_total_flops()
+
+
+def paper_shape_flops() -> dict[str, Any]:
+    """Per micro-batch at PAPER's shapes: FlopCounterMode (meta), MicroStepFlops and 6 x parameters x
+    positions, with the head on every position and on the masked rows."""
+    with torch.device("meta"):
+        parameters = parameter_count(BertForMaskedLM(MBERT)) + 2 * MBERT.hidden_size * BERT_BASE_HIDDEN
+    positions = PAPER["pairs"] * (PAPER["tlm_length"] + PAPER["x_length"] + PAPER["y_length"])
+    shape, batch = EncoderShape.of(MBERT), paper_batch()
+    rows = {}
+    for name, full_logits in (("head on every position (before)", True), ("head on masked rows (after)", False)):
+        loss = MMKDLoss(struct_impl="chunked", full_logits=full_logits)
+        rows[name] = {"flop_counter_mode": meta_micro_step_flops(full_logits),
+                      "mmkd_flops": MicroStepFlops(shape, BERT_BASE_HIDDEN, loss)(batch),
+                      "six_n_positions": 6.0 * parameters * positions}
+    return {"shapes": PAPER, "student_parameters": parameters, "rows": rows}
+
+
+def paper_table(paper: dict[str, Any]) -> str:
+    """The markdown table of `paper_shape_flops`."""
+    shapes = paper["shapes"]
+    lines = [f"paper shapes, one micro-batch of {shapes['pairs']} pairs (TLM pair {shapes['tlm_length']}, x and y "
+             f"alone {shapes['x_length']}, {shapes['masked']} masked positions, {shapes['matched_x']} matched x "
+             f"tokens), student {paper['student_parameters'] / 1e6:.1f}M parameters, TFLOP forward + backward",
+             "", "| MLM head | FlopCounterMode (meta) | mmkd.flops | 6 x parameters x positions (former) |",
+             "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {row['flop_counter_mode'] / 1e12:.2f} | {row['mmkd_flops'] / 1e12:.2f} | "
+              f"{row['six_n_positions'] / 1e12:.2f} |" for name, row in paper["rows"].items()]
     return "\n".join(lines)
 
 

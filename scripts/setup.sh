@@ -22,7 +22,8 @@ fi
 if ! "$py" -c 'import torch' 2>/dev/null; then
   "$py" -m pip install --quiet "torch==2.13.0"
 fi
-"$py" -m pip install --quiet -r requirements.txt
-"$py" -m pip install --quiet --no-deps -e .
+# the package (editable, provides the `mmkd` command), requirements.txt, and the test extra (pytest, and
+# triton: the kernel tests run it in its interpreter on CPU)
+"$py" -m pip install --quiet -e ".[test]"
 touch "$stamp"
 "$py" -c 'import torch, deepspeed, transformers; print(f"mmkd env ready: torch {torch.__version__}, deepspeed {deepspeed.__version__}, transformers {transformers.__version__}")'

@@ -26,7 +26,7 @@ EXAMPLES = [
     {"src": "Über the river.", "tgt": "Über den Fluss.", "lang": "de", "alignment": None, "index": 13},
 ]
 KEYS = {
-    "index", "lang", "tlm_input_ids", "tlm_attention_mask", "tlm_token_type_ids", "tlm_labels",
+    "index", "lang", "src", "tlm_input_ids", "tlm_attention_mask", "tlm_token_type_ids", "tlm_labels",
     "x_input_ids", "x_attention_mask", "y_input_ids", "y_attention_mask", "x_token_mask",
     "teacher_input_ids", "teacher_attention_mask", "teacher_token_mask", "match_x", "match_tlm_x",
     "match_tlm_y",
@@ -77,6 +77,7 @@ def test_keys_shapes_and_dtypes(collator, student_tokenizer, teacher_tokenizer):
     batch = collator(EXAMPLES)
     assert set(batch) == KEYS
     src = [e["src"] for e in EXAMPLES]
+    assert batch["src"] == src
     tgt = [e["tgt"] for e in EXAMPLES]
     assert batch["index"].tolist() == [10, 11, 12, 13] and batch["index"].dtype == torch.long
     assert batch["lang"] == ["de", "de", "ja", "de"]

@@ -92,3 +92,62 @@ def test_reads_a_datasets_lang_column():
     column = Dataset.from_dict({"lang": ROWS})["lang"]
     assert list(LanguageSampler(column, 0.5, seed=5)) == list(LanguageSampler(ROWS, 0.5, seed=5))
     assert LanguageSampler(column, 0.5).counts == {"de": 600, "fr": 150, "xh": 10}
+
+
+LENGTHS = [5 + (37 * i) % 120 for i in range(len(ROWS))]  # 5..124 tokens, spread over the rows
+
+
+def grouped(rank=0, world=1, seed=6, alpha=0.5, micro=4, window=8, num_samples=None):
+    return LanguageSampler(ROWS, alpha, num_samples=num_samples, seed=seed, rank=rank, world_size=world,
+                           lengths=LENGTHS, group_size=micro * world, group_window=window)
+
+
+def micro_batches_of(sampler, micro):
+    order = list(sampler)
+    return [order[k:k + micro] for k in range(0, len(order) - micro + 1, micro)]
+
+
+def test_length_grouping_is_deterministic_in_seed_and_epoch():
+    first = list(grouped())
+    assert first == list(grouped())
+    assert first != list(grouped(seed=7))
+    later = grouped()
+    later.set_epoch(1)
+    assert list(later) != first
+
+
+def test_length_grouping_keeps_each_windows_draw_and_so_the_language_temperature():
+    plain = LanguageSampler(ROWS, 0.5, seed=6).global_indices().tolist()
+    by_length = grouped().global_indices().tolist()
+    window = 4 * 8
+    for start in range(0, len(plain), window):
+        assert sorted(by_length[start:start + window]) == sorted(plain[start:start + window])
+    assert by_length != plain
+
+
+def test_length_grouped_batches_pad_less_than_ungrouped_ones():
+    def efficiency(batches):
+        real = sum(LENGTHS[i] for batch in batches for i in batch)
+        padded = sum(len(batch) * max(LENGTHS[i] for i in batch) for batch in batches)
+        return real / padded
+
+    plain = efficiency(micro_batches_of(LanguageSampler(ROWS, 0.5, seed=6), 4))
+    assert plain < 0.75
+    for world in (1, 2):
+        ranks = [micro_batches_of(grouped(rank=r, world=world), 4) for r in range(world)]
+        assert efficiency([batch for batches in ranks for batch in batches]) > 0.9
+
+
+def test_length_grouped_resume_skips_exactly_the_consumed_samples():
+    micro, world = 4, 2
+    full = [list(grouped(rank=r, world=world, micro=micro)) for r in range(world)]
+    consumed = 11 * micro * world  # 11 micro-batches per rank, across a window boundary (8 per window)
+    for r in range(world):
+        resumed = grouped(rank=r, world=world, micro=micro)
+        resumed.set_epoch(0, consumed_samples=consumed)
+        assert list(resumed) == full[r][consumed // world:]
+
+
+def test_length_grouping_refuses_lengths_of_another_dataset():
+    with pytest.raises(ValueError, match="lengths"):
+        LanguageSampler(ROWS, 0.5, lengths=LENGTHS[:-1])

@@ -34,12 +34,25 @@ def test_the_required_configs_are_shipped():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.name)
 @pytest.mark.parametrize("world_size", [1, 2, 8])
 def test_global_batch_is_micro_times_accumulation_times_world(path, world_size, monkeypatch):
+    """A config that states train_batch_size keeps it on every world size (accumulation adjusts);
+    one that states the accumulation keeps that instead (the global batch grows with the world)."""
     config = resolved(path, world_size, monkeypatch)
     raw = json.loads(path.read_text())
     assert config.train_micro_batch_size_per_gpu == raw["train_micro_batch_size_per_gpu"]
-    assert config.gradient_accumulation_steps == raw["gradient_accumulation_steps"]
-    assert config.train_batch_size == (raw["train_micro_batch_size_per_gpu"] * raw["gradient_accumulation_steps"]
+    assert config.train_batch_size == (config.train_micro_batch_size_per_gpu * config.gradient_accumulation_steps
                                        * world_size)
+    if "train_batch_size" in raw:
+        assert config.train_batch_size == raw["train_batch_size"]
+    else:
+        assert config.gradient_accumulation_steps == raw["gradient_accumulation_steps"]
+
+
+@pytest.mark.parametrize("name", ["gpu_bf16_zero2.json", "gpu_bf16_zero3.json", "gpu_bf16_zero3_offload.json",
+                                  "gpu_fp16_zero1.json"])
+def test_gpu_configs_keep_the_papers_global_batch_on_any_world_size(name, monkeypatch):
+    for world_size, accumulation in ((1, 8), (4, 2), (8, 1)):
+        config = resolved(CONFIG_DIR / name, world_size, monkeypatch)
+        assert (config.train_batch_size, config.gradient_accumulation_steps) == (256, accumulation)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.name)

@@ -12,6 +12,7 @@ import torch
 from mmkd import cli
 from mmkd.errors import MMKDError
 from mmkd.evaluation.downstream.data import load_task_data
+from mmkd.evaluation.downstream.finetune import mixed_precision
 from mmkd.evaluation.downstream.qa_processing import best_answers, qa_eval_features, qa_train_features
 from mmkd.evaluation.downstream.squad_metric import f1_score, normalize_answer, squad_scores
 from mmkd.evaluation.downstream.tasks import TASKS
@@ -132,7 +133,17 @@ def test_each_task_runs_end_to_end_and_reports_every_language(task, data_dir, ti
     assert set(results["average"]) == set(spec.metrics)
     assert results["settings"]["learning_rate"] == spec.learning_rate and results["settings"]["epochs"] == 1
     assert "| " + " | ".join(spec.languages) + " | avg |" in (tmp_path / f"{task}.md").read_text()
-    assert "written:" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "written:" in printed.out
+    assert f"{task} epoch 1/1" in printed.err and "mean_loss=" in printed.err  # the epoch's progress bar
+
+
+def test_mixed_precision_is_bf16_or_fp16_on_a_gpu_and_fp32_elsewhere(monkeypatch):
+    assert mixed_precision(torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert mixed_precision(torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert mixed_precision(torch.device("cuda")) == torch.float16
 
 
 def test_languages_option_selects_and_checks_languages(data_dir, tiny_model, tmp_path, capsys):

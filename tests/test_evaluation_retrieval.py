@@ -14,7 +14,7 @@ from mmkd import cli
 from mmkd.evaluation.retrieval import (comparison_table, evaluate_split, group_languages, group_means,
                                        mean_squared_distance, parse_models, pool_rows, read_report,
                                        retrieval_scores, top1_accuracy)
-from tiny_setup import build_tiny
+from tiny_setup import build_tiny, st_teacher
 
 
 def test_identity_embeddings_retrieve_every_pair():
@@ -141,12 +141,28 @@ def test_the_teacher_on_both_sides_has_a_pool_of_all_test_pairs(tiny, tmp_path):
     assert sum(r["pool"] for r in report["languages"].values()) == 16  # the tiny test split, all distinct
 
 
+def test_any_hugging_face_or_sentence_transformers_model_is_evaluated(tiny, tmp_path):
+    st_dir = st_teacher(tiny / "teacher", tmp_path / "st", "dense_normalize")
+    out = tmp_path / "eval"
+    models = f"teacher,hf={tiny / 'teacher'},st={st_dir}"
+    assert cli.main(eval_args(tiny, out, "--models", models)) == 0
+    report = read_report(out)
+    for result in report["languages"].values():
+        teacher, plain, st = (result["models"][label] for label in ("teacher", "hf", "st"))
+        # the plain HF directory is the tiny teacher itself, mean-pooled by sentence-transformers
+        assert (plain["x2y"], plain["y2x"]) == (teacher["x2y"], teacher["y2x"])
+        assert plain["mse"] is None and st["mse"] is None and 0 <= st["x2y"] <= 1
+    assert report["groups"]["low"]["models"]["st"]["mse"] is None
+    assert "| – |" in (out / "retrieval.md").read_text()
+
+
 def test_missing_model_path_split_or_student_files_are_named(tiny, tmp_path, capsys):
     missing = tmp_path / "no-such-student"
     assert cli.main(eval_args(tiny, tmp_path / "e1", "--models", f"teacher,{missing}")) == 2
     assert f"model {missing}: no such directory" in capsys.readouterr().err
     assert cli.main(eval_args(tiny, tmp_path / "e2", "--models", "teacher", "--split", "valid")) == 2
     assert f"{tiny / 'corpus'}: no split 'valid'" in capsys.readouterr().err
-    assert cli.main(eval_args(tiny, tmp_path / "e3", "--models", str(tiny / "teacher"))) == 2
-    assert "not an MMKD student directory (no mmkd_student.json)" in capsys.readouterr().err
+    (tmp_path / "not-a-model").mkdir()
+    assert cli.main(eval_args(tiny, tmp_path / "e3", "--models", str(tmp_path / "not-a-model"))) == 2
+    assert "not a Hugging Face model directory" in capsys.readouterr().err
     assert not (tmp_path / "e1").exists()

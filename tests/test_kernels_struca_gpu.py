@@ -14,7 +14,7 @@ import torch
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
-import kernels.struca_triton as st  # noqa: E402
+import mmkd.kernels.struca_triton as st  # noqa: E402
 from mmkd.objectives.structure import struca_loss, struca_reference  # noqa: E402
 
 if st.INTERPRET:
@@ -46,7 +46,7 @@ def _loss_and_grad(fn, student, teacher, **kwargs):
 def test_compiled_kernel_matches_reference(form, dtype, n, d_s, d_t):
     torch.backends.cuda.matmul.allow_tf32 = False
     student, teacher, valid = _rows(n, d_s, d_t, dtype)
-    loss, grad = _loss_and_grad(st.struca_triton, student, teacher, form=form, valid=valid)
+    loss, grad = _loss_and_grad(struca_loss, student, teacher, form=form, valid=valid, impl="triton")
     ref_loss, ref_grad = _loss_and_grad(struca_reference, student.float(), teacher.float(), form=form, valid=valid)
     loss_rtol, grad_atol = TOLERANCES[dtype]
     torch.testing.assert_close(loss, ref_loss, rtol=loss_rtol, atol=1e-6)
@@ -57,7 +57,7 @@ def test_compiled_kernel_matches_reference(form, dtype, n, d_s, d_t):
 def test_auto_picks_the_kernel_on_cuda(monkeypatch):
     student, teacher, _ = _rows(64, 48, 40, torch.float32)
     calls = []
-    real = st.struca_triton
-    monkeypatch.setattr(st, "struca_triton", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = st.StrucAFunction.apply
+    monkeypatch.setattr(st.StrucAFunction, "apply", lambda *a: calls.append(1) or real(*a))
     struca_loss(student, teacher, impl="auto")
     assert calls == [1]

@@ -1,6 +1,6 @@
 """Fused StrucA kernel (kernels/struca_triton.py) against the reference, in Triton's interpreter.
 
-Values and gradients of `struca_triton` against `struca_reference` over forms, N (1 row tile and
+Values and gradients of `struca_loss(impl="triton")` against `struca_reference` over forms, N (1 row tile and
 ragged multi-tile), d_S != d_T (including d not a multiple of BLOCK_D / BLOCK_DOUT), valid masks with
 invalid and zero-norm rows, fp32 / fp16 / bf16, tau, and grad_output != 1; fp64 gradcheck; edge cases.
 The interpreter tile is 64 x 64 with 32-wide feature chunks and d_S slices (INTERPRETER_CONFIGS).
@@ -8,19 +8,22 @@ The interpreter tile is 64 x 64 with 32-wide feature chunks and d_S slices (INTE
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import triton
 import triton.language as tl
 
-import kernels.struca_triton as st
-from mmkd.objectives.structure import prepare_rows, struca_loss, struca_reference
+import mmkd.kernels.struca_triton as st
+from mmkd.objectives.structure import PEARSON_EPS, prepare_rows, struca_loss, struca_reference
 
 if not st.INTERPRET:  # tests/conftest.py sets TRITON_INTERPRET=1 on machines without a GPU
     pytest.skip("kernels are compiled for the GPU here: tests/test_kernels_struca_gpu.py runs them; "
                 "TRITON_INTERPRET=1 runs these interpreter tests", allow_module_level=True)
 
 FORMS = ("kl", "pearson")
+fused = partial(struca_loss, impl="triton")  # row preparation in structure.py, then the kernel
 GRAD_SCALE = 2.5  # backward of GRAD_SCALE * loss: grad_output != 1
 # dtype -> (loss atol, loss rtol, grad atol relative to the largest reference gradient, grad rtol);
 # grad atol has a floor of 1e-7 for rows whose gradient is pure rounding noise (a 2-column Pearson
@@ -59,7 +62,7 @@ def _loss_and_grad(fn, student, teacher, grad_scale=GRAD_SCALE, **kwargs):
 
 
 def _assert_matches(student, teacher, dtype=torch.float32, grad_scale=GRAD_SCALE, **kwargs):
-    loss, grad = _loss_and_grad(st.struca_triton, student, teacher, grad_scale, **kwargs)
+    loss, grad = _loss_and_grad(fused, student, teacher, grad_scale, **kwargs)
     ref_loss, ref_grad = _loss_and_grad(struca_reference, student, teacher, grad_scale, **kwargs)
     loss_atol, loss_rtol, grad_atol, grad_rtol = TOLERANCES[dtype]
     assert loss.dtype == ref_loss.dtype and loss.shape == ()
@@ -115,7 +118,7 @@ def test_pearson_near_constant_rows():
     base = torch.randn(1, 48, generator=gen)
     student = base + 0.03 * torch.randn(90, 48, generator=gen)
     teacher = torch.randn(90, 40, generator=gen)
-    loss, grad = _loss_and_grad(st.struca_triton, student, teacher, form="pearson")
+    loss, grad = _loss_and_grad(fused, student, teacher, form="pearson")
     ref_loss, ref_grad = _loss_and_grad(struca_reference, student.double(), teacher.double(), form="pearson")
     torch.testing.assert_close(loss.double(), ref_loss, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(grad.double(), ref_grad, atol=1e-3 * ref_grad.abs().max().item(), rtol=1e-3)
@@ -127,7 +130,7 @@ def test_gradcheck_fp64(form):
     valid = torch.ones(11, dtype=torch.bool)
     valid[4] = False
     student.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda s: st.struca_triton(s, teacher, form=form, valid=valid), (student,),
+    assert torch.autograd.gradcheck(lambda s: fused(s, teacher, form=form, valid=valid), (student,),
                                     fast_mode=True)
 
 
@@ -137,7 +140,7 @@ def test_no_participating_row_gives_zero(form, n, n_valid):
     # A row takes part only with >= 2 valid columns other than itself: fewer than 3 valid rows -> 0.
     student, teacher, _ = _inputs(n, 24, 16, torch.float32, seed=1, masked=False)
     valid = torch.arange(n) < n_valid
-    loss, grad = _loss_and_grad(st.struca_triton, student, teacher, form=form, valid=valid)
+    loss, grad = _loss_and_grad(fused, student, teacher, form=form, valid=valid)
     assert loss.item() == 0.0
     assert grad.shape == (n, 24) and torch.count_nonzero(grad) == 0
 
@@ -153,7 +156,7 @@ def test_three_valid_rows_take_part(form):
 def test_struca_loss_impl_triton_is_this_kernel():
     student, teacher, valid = _inputs(40, 24, 16, torch.float32, seed=9, masked=True)
     loss, grad = _loss_and_grad(struca_loss, student, teacher, form="pearson", valid=valid, impl="triton")
-    direct_loss, direct_grad = _loss_and_grad(st.struca_triton, student, teacher, form="pearson", valid=valid)
+    direct_loss, direct_grad = _loss_and_grad(fused, student, teacher, form="pearson", valid=valid)
     assert torch.equal(loss, direct_loss) and torch.equal(grad, direct_grad)
 
 
@@ -166,10 +169,10 @@ def test_launchers_accept_unaligned_and_strided_rows():
     v_wide = torch.zeros(50, 50)[:, 3:43]  # non-contiguous
     v_wide.copy_(v_hat)
     for form in FORMS:
-        loss, stats = st.struca_forward(u_odd, v_wide, valid, 0.1, form)
-        ref_loss, ref_stats = st.struca_forward(u_hat, v_hat, valid, 0.1, form)
+        loss, stats = st.struca_forward(u_odd, v_wide, valid, 0.1, form, PEARSON_EPS)
+        ref_loss, ref_stats = st.struca_forward(u_hat, v_hat, valid, 0.1, form, PEARSON_EPS)
         assert torch.equal(loss, ref_loss) and torch.equal(stats, ref_stats)
-        coef, scale = st.backward_coefficients(stats, valid, torch.tensor(1.0), form)
+        coef, scale = st.backward_coefficients(stats, valid, torch.tensor(1.0), form, PEARSON_EPS)
         du = st.struca_backward(u_odd, v_wide, valid, coef, scale, 0.1, form)
         assert du.shape == (50, 48)
         assert torch.equal(du, st.struca_backward(u_hat, v_hat, valid, coef, scale, 0.1, form))
@@ -179,17 +182,17 @@ def test_teacher_gets_no_gradient():
     student, teacher, _ = _inputs(20, 24, 16, torch.float32, seed=4, masked=False)
     teacher.requires_grad_(True)
     student.requires_grad_(True)
-    st.struca_triton(student, teacher).backward()
+    fused(student, teacher).backward()
     assert teacher.grad is None and student.grad is not None
 
 
 def test_rejects_unknown_form_and_cpu_without_interpreter(monkeypatch):
     student, teacher, _ = _inputs(8, 24, 16, torch.float32, seed=4, masked=False)
     with pytest.raises(ValueError, match="form"):
-        st.struca_triton(student, teacher, form="cosine")
+        fused(student, teacher, form="cosine")
     monkeypatch.setattr(st, "INTERPRET", False)
     with pytest.raises(RuntimeError, match="CUDA"):
-        st.struca_triton(student, teacher)
+        fused(student, teacher)
 
 
 @triton.jit

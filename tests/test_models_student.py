@@ -12,6 +12,7 @@ from mmkd.errors import MMKDError
 from mmkd.models.heads import HEADS_FILE, create_projection_heads
 from mmkd.models.model_files import weights_sha256
 from mmkd.models.student import STUDENT_FILE, MMKDStudent, load_student
+from mmkd.objectives.tlm import IGNORE_INDEX, tlm_loss
 
 D_TEACHER = 24
 
@@ -72,6 +73,48 @@ def test_mlm_forward_is_one_pass_and_matches_hidden_states(plain_dir):
     (logits.sum() + student.heads.word(hidden).sum()).backward()
     assert student.mlm.bert.encoder.layer[0].attention.self.query.weight.grad is not None
     assert student.heads.word.weight.grad is not None
+
+
+def masked_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Labels at every third real position after [CLS], -100 elsewhere."""
+    positions = torch.arange(input_ids.shape[1])[None, :]
+    picked = (positions % 3 == 1) & attention_mask.bool()
+    return torch.where(picked, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+
+
+def test_masked_rows_only_tlm_loss_equals_full_logits_loss(plain_dir):
+    """The head on the masked rows gives the full-logits TLM loss, its gradients, and no other logits."""
+    batch = pair_batch(load_student(str(plain_dir), teacher_hidden_size=D_TEACHER).tokenizer)
+    labels = masked_labels(batch["input_ids"], batch["attention_mask"])
+    rows = labels != IGNORE_INDEX
+    results = []
+    for masked_only in (False, True):
+        student = load_student(str(plain_dir), teacher_hidden_size=D_TEACHER).double()
+        logits, _ = student.mlm_forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                                        rows=rows if masked_only else None)
+        loss = tlm_loss(logits, labels[rows] if masked_only else labels)
+        loss.backward()
+        results.append((logits.shape, loss, {name: p.grad for name, p in student.named_parameters()
+                                             if p.grad is not None}))
+    (full_shape, full_loss, full_grads), (rows_shape, rows_loss, rows_grads) = results
+    assert full_shape == (*batch["input_ids"].shape, len(load_student(str(plain_dir), D_TEACHER).tokenizer))
+    assert rows_shape == (int(rows.sum()), full_shape[-1])
+    torch.testing.assert_close(rows_loss, full_loss, rtol=1e-12, atol=1e-12)
+    assert rows_grads.keys() == full_grads.keys() and "mlm.cls.predictions.transform.dense.weight" in rows_grads
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(rows_grads[name], grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_masked_rows_only_runs_the_head_on_those_rows(plain_dir):
+    student = load_student(str(plain_dir), teacher_hidden_size=D_TEACHER)
+    batch = pair_batch(student.tokenizer)
+    rows = masked_labels(batch["input_ids"], batch["attention_mask"]) != IGNORE_INDEX
+    seen = []
+    handle = student.mlm.cls.register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
+    logits, hidden = student.mlm_forward(batch["input_ids"], batch["attention_mask"], rows=rows)
+    handle.remove()
+    assert seen == [(int(rows.sum()), 16)]
+    torch.testing.assert_close(logits, student.mlm.cls(hidden)[rows])
 
 
 def test_segment_ids_reach_a_model_that_has_them(plain_dir):

@@ -11,7 +11,8 @@ import torch
 from mmkd.errors import MMKDError
 from mmkd.models import teacher as teacher_module
 from mmkd.models.model_files import file_sha256, weights_sha256
-from mmkd.models.teacher import PACKAGED_TEACHER_SHA256, hidden_layer_index, load_teacher, sentence_pipeline
+from mmkd.models.pooling import mean_pool
+from mmkd.models.teacher import PACKAGED_TEACHER_SHA256, hidden_layer_index, load_teacher
 
 SENTENCES = [
     "Open the file.",
@@ -40,7 +41,8 @@ def teacher():
 
 def test_default_teacher_loads_offline_frozen(teacher, teacher_dir):
     assert Path(teacher.name) == Path(teacher_dir)
-    assert (teacher.pooling, teacher.normalize, teacher.hidden_size, teacher.layer) == ("mean", True, 384, -1)
+    assert (teacher.prompt, teacher.hidden_size, teacher.layer) == (None, 384, -1)
+    assert [type(module).__name__ for module in teacher.model] == ["Transformer", "Pooling", "Normalize"]
     assert teacher.weights_sha256 == PACKAGED_TEACHER_SHA256
     assert teacher.tokenizer.is_fast
     assert not teacher.model.training
@@ -62,7 +64,7 @@ def test_layer_picks_token_states_but_not_sentence_embedding(teacher, teacher_di
     last_out, batch = encode(teacher, SENTENCES)
     middle_out, _ = encode(middle, SENTENCES)
     with torch.no_grad():
-        states = teacher.model(**batch, output_hidden_states=True).hidden_states
+        states = teacher.encoder(**batch, output_hidden_states=True).hidden_states
     torch.testing.assert_close(middle_out.token_states, states[3])
     torch.testing.assert_close(last_out.token_states, states[6])
     torch.testing.assert_close(middle_out.sentence_embedding, last_out.sentence_embedding)
@@ -94,37 +96,29 @@ TRANSFORMER = {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers
 POOLING = {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}
 
 
-@pytest.mark.parametrize("pooling_config, mode", [
-    ({"word_embedding_dimension": 384, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}, "cls"),
-    ({"embedding_dimension": 384, "pooling_mode": "max"}, "max"),
-])
-def test_pooling_comes_from_sentence_transformers_config(teacher_dir, tmp_path, pooling_config, mode):
-    directory = linked_teacher(teacher_dir, tmp_path / mode, [TRANSFORMER, POOLING], pooling_config)
+@pytest.mark.parametrize("pooling_config", [
+    {"word_embedding_dimension": 384, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False},
+    {"embedding_dimension": 384, "pooling_mode": "max"},
+    {"embedding_dimension": 384, "pooling_mode": "lasttoken"},
+    {"embedding_dimension": 384, "pooling_mode": "weightedmean"},
+    {"embedding_dimension": 384, "pooling_mode_mean_sqrt_len_tokens": True},
+], ids=["cls-legacy", "max", "lasttoken", "weightedmean", "mean_sqrt_len"])
+def test_any_pooling_of_the_sentence_transformers_config(teacher_dir, tmp_path, pooling_config):
+    directory = linked_teacher(teacher_dir, tmp_path / "linked", [TRANSFORMER, POOLING], pooling_config)
     teacher = load_teacher(str(directory))
-    assert (teacher.pooling, teacher.normalize) == (mode, False)
     assert teacher.weights_sha256 == PACKAGED_TEACHER_SHA256
     outputs, _ = encode(teacher, SENTENCES)
     expected = sentence_transformer_embeddings(directory, SENTENCES)
     torch.testing.assert_close(outputs.sentence_embedding, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_no_sentence_transformers_config_means_mean_pooling(tmp_path):
-    assert sentence_pipeline(tmp_path) == ("mean", False)
-
-
-def test_unsupported_pipeline_module_is_refused(teacher_dir, tmp_path):
-    dense = {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
-    directory = linked_teacher(teacher_dir, tmp_path / "dense", [TRANSFORMER, POOLING, dense],
-                               {"pooling_mode": "mean"})
-    with pytest.raises(MMKDError, match="Dense"):
-        load_teacher(str(directory))
-
-
-def test_unsupported_pooling_mode_names_the_config(teacher_dir, tmp_path):
-    directory = linked_teacher(teacher_dir, tmp_path / "sqrt", [TRANSFORMER, POOLING],
-                               {"pooling_mode_mean_sqrt_len_tokens": True})
-    with pytest.raises(MMKDError, match=str(directory / "1_Pooling" / "config.json")):
-        load_teacher(str(directory))
+def test_plain_hugging_face_encoder_is_mean_pooled(teacher, tmp_path):
+    teacher.encoder.save_pretrained(tmp_path / "plain")
+    teacher.tokenizer.save_pretrained(tmp_path / "plain")
+    plain = load_teacher(str(tmp_path / "plain"))
+    assert [type(module).__name__ for module in plain.model] == ["Transformer", "Pooling"]
+    outputs, batch = encode(plain, SENTENCES)
+    torch.testing.assert_close(outputs.sentence_embedding, mean_pool(outputs.token_states, batch["attention_mask"]))
 
 
 def test_packaged_sha_mismatch_names_the_weights(monkeypatch, teacher_dir):

@@ -14,7 +14,7 @@ from torch import nn
 from mmkd.objectives import combined
 from mmkd.objectives.combined import LossWeights, MMKDLoss
 from mmkd.objectives.sentence import senta_loss
-from mmkd.objectives.structure import struca_reference
+from mmkd.objectives.structure import cross_lingual_struca_loss, struca_reference
 from mmkd.objectives.tlm import tlm_loss
 from mmkd.objectives.word import xwcl_loss
 
@@ -43,9 +43,9 @@ class TinyStudent(nn.Module):
             states = states + self.segment(token_type_ids)
         return self.encoder(states, src_key_padding_mask=attention_mask == 0)
 
-    def mlm_forward(self, input_ids, attention_mask, token_type_ids=None):
+    def mlm_forward(self, input_ids, attention_mask, token_type_ids=None, rows=None):
         hidden = self.hidden_states(input_ids, attention_mask, token_type_ids)
-        return self.lm_head(hidden), hidden
+        return self.lm_head(hidden if rows is None else hidden[rows]), hidden
 
     def passes(self, batch) -> set[str]:
         """Which inputs the recorded forward passes ran on."""
@@ -148,6 +148,7 @@ def expected_terms(student: TinyStudent, batch, teacher, tau_w: float, tau: floa
 
 WEIGHTS = LossWeights(w_tlm=0.5, w_xwcl=2.0, w_sent=1.5, w_struct_sent=0.25, w_struct_tok=3.0)
 SENTENCE_STRUCTURE_ONLY = LossWeights(w_tlm=0, w_xwcl=0, w_sent=0, w_struct_sent=1.0, w_struct_tok=0)
+TOKEN_STRUCTURE_ONLY = LossWeights(w_tlm=0, w_xwcl=0, w_sent=0, w_struct_sent=0, w_struct_tok=1.0)
 WORD_ONLY = LossWeights(w_tlm=0, w_xwcl=1.0, w_sent=0, w_struct_sent=0, w_struct_tok=0)
 
 
@@ -195,6 +196,19 @@ def test_zero_weights_skip_terms_and_passes(zero, skipped_passes, monkeypatch):
     assert out.total.item() == pytest.approx(total.item(), rel=1e-6)
 
 
+def test_cross_lingual_sentence_structure_runs_the_x_pass_and_matches_its_function():
+    student = TinyStudent().eval()
+    batch, teacher = make_batch(seed=3)
+    out = MMKDLoss(SENTENCE_STRUCTURE_ONLY, tau=0.3, struct_sent_mode="cross_lingual")(student, batch, teacher)
+    assert set(out.terms) == {"struca_sent"} and student.passes(batch) == {"x_input_ids", "y_input_ids"}
+    pooled = {side: torch.stack([student.hidden_states(batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"])[b, :n]
+                                 .mean(dim=0) for b, n in enumerate(batch[f"{side}_attention_mask"].sum(1).tolist())])
+              for side in ("x", "y")}
+    want = cross_lingual_struca_loss(student.heads.sentence(pooled["y"]), student.heads.sentence(pooled["x"]),
+                                     teacher.sentence_embedding, tau=0.3)
+    assert out.total.item() == pytest.approx(want.item(), rel=1e-5)
+
+
 def test_invalid_configuration_is_refused():
     with pytest.raises(ValueError, match="w_xwcl"):
         LossWeights(w_xwcl=-1.0)
@@ -231,26 +245,38 @@ def concat_batches(first: tuple, second: tuple) -> tuple:
     return batch, teacher
 
 
-def gathering_worker(rank: int, world: int, tmp: str) -> None:
+def averaged_gradients(student: TinyStudent, world: int) -> list[torch.Tensor]:
+    """What data-parallel training does: each parameter's gradient averaged over the ranks."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in student.parameters()]
+    for grad in grads:
+        dist.all_reduce(grad)
+        grad /= world
+    return grads
+
+
+def gathering_worker(rank: int, world: int, tmp: str, kind: str) -> None:
+    """kind "sentence_word": gathered sentence StrucA (gradients) and XWCL negatives; "token": token StrucA."""
     dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world,
                             timeout=timedelta(seconds=60))
     try:
         student = TinyStudent().eval()
         batch, teacher = make_batch(seed=10 + rank, b=2)
-        sentence = MMKDLoss(SENTENCE_STRUCTURE_ONLY, gather_sentence_rows=True)(student, batch, teacher)
-        sentence.total.backward()
-        word = MMKDLoss(WORD_ONLY, gather_negatives=True)(student, batch, teacher)
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in student.parameters()]
-        for grad in grads:  # what data-parallel training does: average the ranks' gradients
-            dist.all_reduce(grad)
-            grad /= world
-        torch.save(({**sentence.terms, **word.terms}, grads), f"{tmp}/{rank}.pt")
+        if kind == "token":
+            out = MMKDLoss(TOKEN_STRUCTURE_ONLY, gather_token_rows=True)(student, batch, teacher)
+            out.total.backward()
+            terms = out.terms
+        else:
+            sentence = MMKDLoss(SENTENCE_STRUCTURE_ONLY, gather_sentence_rows=True)(student, batch, teacher)
+            sentence.total.backward()
+            word = MMKDLoss(WORD_ONLY, gather_negatives=True)(student, batch, teacher)
+            terms = {**sentence.terms, **word.terms}
+        torch.save((terms, averaged_gradients(student, world)), f"{tmp}/{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
 def test_gathering_across_two_ranks_equals_the_global_batch(tmp_path):
-    mp.spawn(gathering_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(gathering_worker, args=(2, str(tmp_path), "sentence_word"), nprocs=2, join=True)
     batches = [make_batch(seed=10 + rank, b=2) for rank in range(2)]
     batch, teacher = concat_batches(*batches)
     student = TinyStudent().eval()
@@ -272,3 +298,19 @@ def test_gathering_across_two_ranks_equals_the_global_batch(tmp_path):
     rank_grads = torch.load(tmp_path / "0.pt")[1]
     for got, want in zip(rank_grads, global_grads):  # the averaged gradient is the global loss's gradient
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_gathered_token_structure_equals_the_global_batch_and_differs_from_per_rank(tmp_path):
+    mp.spawn(gathering_worker, args=(2, str(tmp_path), "token"), nprocs=2, join=True)
+    batches = [make_batch(seed=10 + rank, b=2) for rank in range(2)]
+    student = TinyStudent().eval()
+    global_out = MMKDLoss(TOKEN_STRUCTURE_ONLY)(student, *concat_batches(*batches))
+    global_out.total.backward()
+    global_grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in student.parameters()]
+    for rank in range(2):
+        terms, grads = torch.load(tmp_path / f"{rank}.pt")
+        assert terms["struca_tok"].item() == pytest.approx(global_out.terms["struca_tok"].item(), rel=1e-5)
+        per_rank = MMKDLoss(TOKEN_STRUCTURE_ONLY)(TinyStudent().eval(), *batches[rank])
+        assert terms["struca_tok"].item() != pytest.approx(per_rank.terms["struca_tok"].item(), rel=1e-3)
+        for got, want in zip(grads, global_grads):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

@@ -12,7 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from mmkd.objectives.structure import NORM_EPS, PEARSON_EPS, struca_loss
+from mmkd.objectives.structure import NORM_EPS, PEARSON_EPS, prepare_rows, struca_loss
 
 FORMS = ["kl", "pearson"]
 IMPLS = ["reference", "chunked"]
@@ -225,25 +225,30 @@ def test_unknown_form_or_impl_names_the_allowed_values(kwargs, allowed):
 
 @pytest.fixture
 def fake_triton_kernel(monkeypatch):
-    """Stands in for kernels.struca_triton: records its calls and returns a marker value."""
+    """Stands in for mmkd.kernels.struca_triton: records its calls and returns a marker value."""
     calls = []
 
-    def struca_triton(student, teacher, *, tau, form, valid):
-        calls.append({"student": student, "teacher": teacher, "tau": tau, "form": form, "valid": valid})
-        return torch.tensor(-1.0)
+    class StrucAFunction:
+        @staticmethod
+        def apply(u_hat, v_hat, valid, tau, form, pearson_eps):
+            calls.append({"u_hat": u_hat, "v_hat": v_hat, "valid": valid, "tau": tau, "form": form,
+                          "pearson_eps": pearson_eps})
+            return torch.tensor(-1.0)
 
-    module = types.ModuleType("kernels.struca_triton")
-    module.struca_triton = struca_triton
-    monkeypatch.setitem(sys.modules, "kernels.struca_triton", module)
+    module = types.ModuleType("mmkd.kernels.struca_triton")
+    module.StrucAFunction = StrucAFunction
+    monkeypatch.setitem(sys.modules, "mmkd.kernels.struca_triton", module)
     return calls
 
 
-def test_triton_impl_dispatches_raw_inputs(fake_triton_kernel):
+def test_triton_impl_hands_the_kernel_prepared_rows(fake_triton_kernel):
     u, v, valid = torch.randn(5, 3), torch.randn(5, 4), torch.ones(5, dtype=torch.bool)
     assert struca_loss(u, v, tau=0.2, form="pearson", valid=valid, impl="triton").item() == -1.0
     (call,) = fake_triton_kernel
-    assert call["student"] is u and call["teacher"] is v and call["valid"] is valid
-    assert (call["tau"], call["form"]) == (0.2, "pearson")
+    u_hat, v_hat, prepared_valid = prepare_rows(u, v, valid)
+    assert torch.equal(call["u_hat"], u_hat) and torch.equal(call["v_hat"], v_hat)
+    assert torch.equal(call["valid"], prepared_valid)
+    assert (call["tau"], call["form"], call["pearson_eps"]) == (0.2, "pearson", PEARSON_EPS)
 
 
 def test_auto_takes_chunked_on_cpu(fake_triton_kernel):

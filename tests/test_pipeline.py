@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mmkd import cli
+from mmkd import checkpoint_dir, cli
 
 MARKERS = {  # first argv word -> the file that marks the stage complete, relative to --out
     "corpus": "corpus/report.json",
@@ -69,12 +69,24 @@ def test_runs_every_stage_in_order_then_skips_them(fake_stages, capsys):
     assert calls == []
 
 
+def test_teacher_and_student_reach_every_stage_that_takes_them(fake_stages):
+    calls, _, out = fake_stages
+    assert cli.main(["pipeline", "--out", str(out), "--teacher", "T", "--student", "S"]) == 0
+    init, cache_train, cache_dev, train, evaluate = calls[1:]
+    assert init[init.index("--source") + 1] == "S" and "--keep-vocab" in init
+    for argv in (init, cache_train, cache_dev, evaluate):
+        assert argv[argv.index("--teacher") + 1] == "T"
+    assert "--teacher=T" in train
+
+
 def test_a_failing_stage_stops_and_a_rerun_resumes_training(fake_stages, capsys):
     calls, failing, out = fake_stages
     failing.add("train")
     assert cli.main(["pipeline", "--out", str(out)]) == 2
     assert "train failed (exit 2)" in capsys.readouterr().out
-    (out / "train" / "checkpoints").mkdir(parents=True)
+    checkpoints = out / "train" / "checkpoints"
+    checkpoint_dir.staging_dir(checkpoints, "step5").mkdir(parents=True)
+    checkpoint_dir.publish(checkpoints, "step5", {"step": 5})
     failing.clear()
     calls.clear()
     assert cli.main(["pipeline", "--out", str(out)]) == 0
@@ -112,3 +124,14 @@ def test_corpus_options_that_conflict_are_refused(fake_stages, capsys, extra, me
     calls, _, out = fake_stages
     assert cli.main(["pipeline", "--out", str(out), *extra]) == 2
     assert message in capsys.readouterr().err and calls == []
+
+
+def test_a_training_run_stopped_before_its_first_complete_checkpoint_starts_over(fake_stages):
+    calls, failing, out = fake_stages
+    failing.add("train")
+    assert cli.main(["pipeline", "--out", str(out)]) == 2
+    checkpoint_dir.staging_dir(out / "train" / "checkpoints", "step5").mkdir(parents=True)  # killed in its save
+    failing.clear()
+    calls.clear()
+    assert cli.main(["pipeline", "--out", str(out)]) == 0
+    assert calls[0][0] == "train" and "--overwrite" in calls[0] and "--resume" not in calls[0]

@@ -21,8 +21,8 @@ from mmkd.corpus.schema import load_corpus, make_corpus, save_corpus
 from mmkd.data.collate import MMKDCollator
 from mmkd.errors import MMKDError
 from mmkd.models.teacher import load_teacher
-from mmkd.data.tokenization import encode_texts
 from mmkd.teacher_cache import TeacherCache, build_teacher_cache
+from mmkd.teacher_cache.reader import CachedTeacherCollator
 
 MAX_LENGTH = 16
 SHARD_SIZE = 3
@@ -78,50 +78,69 @@ def open_cache(path, teacher, train, max_length=MAX_LENGTH) -> TeacherCache:
     return TeacherCache.open(path, teacher=teacher, corpus_split=train, max_length=max_length)
 
 
-def test_lookup_equals_live_teacher_on_collator_inputs(built, teacher, train):
-    cache = open_cache(built, teacher, train)
+def collated(teacher, train, rows):
     collator = MMKDCollator(student_tokenizer=teacher.tokenizer, teacher_tokenizer=teacher.tokenizer,
                             max_length=MAX_LENGTH)
-    rows = [11, 4, 8, 0, 1]  # shards 2, 0, 1; row 4 is the truncated sentence; rows 0 and 1 share theirs
-    batch = collator([{**train[row], "index": row} for row in rows])
-    live = teacher.encode(batch["teacher_input_ids"], batch["teacher_attention_mask"])
-    cached = cache.lookup(batch["index"], batch["teacher_input_ids"].shape[1])
+    return collator([{**train[row], "index": row} for row in rows])
 
-    mask = batch["teacher_attention_mask"].bool()
+
+def test_lookup_equals_live_teacher_at_the_positions_training_reads(built, teacher, train):
+    cache = open_cache(built, teacher, train)
+    rows = [11, 4, 8, 0, 1]  # shards 2, 0, 1; row 4 is the truncated sentence; rows 0 and 1 share theirs
+    batch = collated(teacher, train, rows)
+    live = teacher.encode(batch["teacher_input_ids"], batch["teacher_attention_mask"])
+    cached = cache.lookup(batch)
+
+    read = batch["teacher_token_mask"]
     assert torch.equal(cached.attention_mask, batch["teacher_attention_mask"])
-    assert cached.token_states.dtype == torch.float32 and cached.token_states.shape == live.token_states.shape
-    torch.testing.assert_close(cached.token_states[mask], live.token_states[mask], atol=2e-3, rtol=1e-3)
-    assert not cached.token_states[~mask].any()
-    torch.testing.assert_close(cached.sentence_embedding, live.sentence_embedding, atol=1e-3, rtol=1e-3)
-    assert int(mask[1].sum()) == MAX_LENGTH  # row 2 is truncated
-    for row in rows:
-        encoding = encode_texts(teacher.tokenizer, [train[row]["src"]], max_length=MAX_LENGTH)
-        assert np.array_equal(cache.offsets(row), encoding["offset_mapping"][0].numpy())
+    assert cached.token_states.dtype == torch.float16 and cached.token_states.shape == live.token_states.shape
+    torch.testing.assert_close(cached.token_states[read].float(), live.token_states[read], atol=2e-3, rtol=1e-3)
+    assert not cached.token_states[~read].any()  # [CLS], [SEP], [UNK] and padding are not stored
+    torch.testing.assert_close(cached.sentence_embedding.float(), live.sentence_embedding, atol=1e-3, rtol=1e-3)
+    assert int(batch["teacher_attention_mask"][1].sum()) == MAX_LENGTH  # row 4 is truncated
+
+
+def test_the_collator_with_the_cache_adds_the_lookup_and_survives_pickling(built, teacher, train):
+    import pickle
+
+    cache = open_cache(built, teacher, train)
+    plain = MMKDCollator(student_tokenizer=teacher.tokenizer, teacher_tokenizer=teacher.tokenizer,
+                         max_length=MAX_LENGTH)
+    in_worker = pickle.loads(pickle.dumps(CachedTeacherCollator(plain, cache)))  # as DataLoader workers get it
+    assert len(pickle.dumps(cache)) < 10_000  # the memory maps are not pickled
+    examples = [{**train[row], "index": row} for row in (3, 7)]
+    batch = in_worker(examples)
+    expected = cache.lookup(plain(examples))
+    assert torch.equal(batch["teacher_token_states"], expected.token_states)
+    assert torch.equal(batch["teacher_sentence_embedding"], expected.sentence_embedding)
 
 
 def test_manifest_and_shards(built, train):
     manifest = json.loads((built / "manifest.json").read_text())
     assert (manifest["num_examples"], manifest["num_sentences"], manifest["shard_size"]) == (12, 8, SHARD_SIZE)
     assert [(s["start"], s["stop"]) for s in manifest["shards"]] == [(0, 3), (3, 6), (6, 8)]
-    assert manifest["layer"] == 6 and manifest["pooling"] == "mean" and manifest["normalize"] is True
+    assert manifest["layer"] == 6 and len(manifest["sentence_pipeline_sha256"]) == 64
     assert (manifest["max_length"], manifest["dtype"], manifest["hidden_size"]) == (MAX_LENGTH, "float16", 384)
     tokens = np.load(built / "shard-00000.tokens.npy", mmap_mode="r")
     assert isinstance(tokens, np.memmap) and tokens.dtype == np.float16
-    assert np.load(built / "shard-00000.offsets.npy").dtype == np.int32
+    assert not list(built.glob("*offsets*"))
+    read = [int(collated(load_teacher(), train, [row])["teacher_token_mask"].sum()) for row in (0, 2, 4)]
+    assert tokens.shape[0] == sum(read)  # the shard's three sentences, without [CLS] and [SEP]
+    assert manifest["format"] == 2 and manifest["corpus_fingerprint"] == train._fingerprint
     index = np.load(built / "index.npy")
     assert [SRC[i] for i in index] == train["src"]
     assert not list(built.glob("*.tmp"))
 
 
-def test_lookup_pads_to_longest_and_refuses_short_length(built, teacher, train):
+def test_lookup_refuses_a_batch_tokenised_otherwise_and_rows_out_of_range(built, teacher, train):
     cache = open_cache(built, teacher, train)
-    out = cache.lookup(torch.tensor([5, 9]))  # the truncated sentence, and "Print": [CLS] print [SEP]
-    assert out.token_states.shape == (2, MAX_LENGTH, 384)
-    assert out.attention_mask.sum(dim=1).tolist() == [MAX_LENGTH, 3]
-    with pytest.raises(MMKDError, match="shorter than a cached example"):
-        cache.lookup(torch.tensor([2]), 4)
+    batch = collated(teacher, train, [5, 9])  # the truncated sentence, and "Print": [CLS] print [SEP]
+    assert cache.lookup(batch).token_states.shape == (2, MAX_LENGTH, 384)
+    shorter = {**batch, "teacher_token_mask": batch["teacher_token_mask"][:, :4]}
+    with pytest.raises(MMKDError, match=r"rows \[5\] have another number of teacher tokens"):
+        cache.lookup(shorter)
     with pytest.raises(IndexError, match="out of range"):
-        cache.lookup(torch.tensor([12]))
+        cache.lookup({**batch, "index": torch.tensor([12, 0])})
 
 
 def test_resume_rebuilds_only_the_missing_shard(cache_copy, built, teacher, train):
@@ -138,9 +157,10 @@ def test_resume_rebuilds_only_the_missing_shard(cache_copy, built, teacher, trai
     assert not list(cache_copy.glob("*.tmp"))
     original = json.loads((built / "shard-00001.json").read_text())
     assert json.loads((cache_copy / "shard-00001.json").read_text())["tokens"] == original["tokens"]
-    cached = open_cache(cache_copy, teacher, train).lookup(torch.arange(12))
-    expected = open_cache(built, teacher, train).lookup(torch.arange(12))
-    torch.testing.assert_close(cached.token_states, expected.token_states, atol=2e-3, rtol=0)
+    batch = collated(teacher, train, range(12))
+    cached = open_cache(cache_copy, teacher, train).lookup(batch)
+    expected = open_cache(built, teacher, train).lookup(batch)
+    torch.testing.assert_close(cached.token_states.float(), expected.token_states.float(), atol=2e-3, rtol=0)
 
 
 def test_half_built_cache_never_loads(cache_copy, teacher, train):
@@ -149,12 +169,7 @@ def test_half_built_cache_never_loads(cache_copy, teacher, train):
         open_cache(cache_copy, teacher, train)
 
 
-@pytest.mark.parametrize("damage, file", [
-    ("flip", "shard-00001.tokens.npy"), ("truncate", "shard-00002.sentence.npy"),
-    ("delete", "shard-00000.offsets.npy"), ("delete", "shard-00001.json"),
-])
-def test_damaged_shard_is_refused_by_name(cache_copy, teacher, train, damage, file):
-    path = cache_copy / file
+def damage_file(path: Path, damage: str) -> None:
     data = path.read_bytes()
     if damage == "flip":
         path.write_bytes(data[:-40] + bytes(b ^ 0xFF for b in data[-40:]))
@@ -162,10 +177,63 @@ def test_damaged_shard_is_refused_by_name(cache_copy, teacher, train, damage, fi
         path.write_bytes(data[:-10])
     else:
         path.unlink()
+
+
+@pytest.mark.parametrize("damage, file", [
+    ("truncate", "shard-00002.sentence.npy"), ("delete", "shard-00000.bounds.npy"), ("delete", "shard-00001.json"),
+])
+def test_damaged_shard_is_refused_by_name_at_open_without_hashing(cache_copy, teacher, train, damage, file,
+                                                                  monkeypatch):
+    from mmkd.teacher_cache import store
+
+    damage_file(cache_copy / file, damage)
+    monkeypatch.setattr(store, "file_sha256", lambda path: pytest.fail(f"{path} hashed at open"))
     with pytest.raises(MMKDError, match=file.replace(".", r"\.")):
-        cache = open_cache(cache_copy, teacher, train)
-        cache.lookup(torch.tensor([0]))  # shard 0 is intact
-        cache.lookup(torch.tensor([6]))  # row 6 = sentence 3, in shard 1
+        open_cache(cache_copy, teacher, train)
+
+
+def test_corrupt_bytes_are_found_by_verify_and_rebuilt_by_a_rerun(cache_copy, built, teacher, train, capsys):
+    damage_file(cache_copy / "shard-00001.tokens.npy", "flip")  # same size: only a checksum sees it
+    open_cache(cache_copy, teacher, train)  # opening does not hash
+    args = ["cache-teacher", "--verify", "--out", str(cache_copy)]
+    assert cli.main(args) == 2
+    assert "shard-00001.tokens.npy is corrupt" in capsys.readouterr().err
+    summary = build_teacher_cache(teacher, train, cache_copy, max_length=MAX_LENGTH, batch_size=2,
+                                  shard_size=SHARD_SIZE)
+    assert (summary.built, summary.kept) == ([1], [0, 2])
+    assert "shard-00001.tokens.npy is corrupt" in capsys.readouterr().out
+    assert cli.main(args) == 0
+    assert "every sha256 as recorded" in capsys.readouterr().out
+
+
+def test_a_full_disk_is_a_clear_error_not_a_crash(cache_copy, teacher, train, monkeypatch):
+    import errno
+
+    from mmkd.teacher_cache import store
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    (cache_copy / "shard-00002.json").unlink()
+    monkeypatch.setattr(store.os, "posix_fallocate", no_space)
+    with pytest.raises(MMKDError, match="the disk is full .*shard 2.*rerun the same command"):
+        build_teacher_cache(teacher, train, cache_copy, max_length=MAX_LENGTH, batch_size=2, shard_size=SHARD_SIZE)
+    assert not list(cache_copy.glob("shard-00002.*"))
+
+
+def test_an_older_cache_format_is_refused_by_name(cache_copy, teacher, train):
+    manifest = json.loads((cache_copy / "manifest.json").read_text())
+    (cache_copy / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
+    with pytest.raises(MMKDError, match="manifest.json: teacher cache format 1, this version reads 2"):
+        open_cache(cache_copy, teacher, train)
+
+
+def test_the_same_split_is_recognised_by_fingerprint_without_reading_its_sentences(built, teacher, train,
+                                                                                  monkeypatch):
+    from mmkd.teacher_cache import identity
+
+    monkeypatch.setattr(identity, "split_sources", lambda *args: pytest.fail("English sentences read"))
+    assert len(open_cache(built, teacher, train)) == 12
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +296,7 @@ def test_two_ranks_build_the_same_cache_as_one(built, teacher, train, tmp_path):
     assert json.loads((out / "rank0.built").read_text()) == [0, 2]
     assert json.loads((out / "rank1.built").read_text()) == [1]
     assert (out / "manifest.json").read_text() == (built / "manifest.json").read_text()
-    for name in ("index.npy", *(f"shard-{k:05d}.{a}.npy" for k in range(3) for a in ("offsets", "bounds"))):
+    for name in ("index.npy", *(f"shard-{k:05d}.bounds.npy" for k in range(3))):
         assert np.array_equal(np.load(out / name), np.load(built / name)), name
     for name in (f"shard-{k:05d}.{a}.npy" for k in range(3) for a in ("tokens", "sentence")):
         np.testing.assert_allclose(np.load(out / name), np.load(built / name), atol=2e-3, err_msg=name)
@@ -244,3 +312,17 @@ def test_cli_builds_resumes_and_prints_a_summary(corpus_dir, tmp_path, capsys):
     assert "built 0 shards, kept 2" in capsys.readouterr().out
     assert cli.main([*args, "--corpus", str(tmp_path / "nothing")]) == 2
     assert "not a corpus directory" in capsys.readouterr().err
+
+
+def test_a_cache_of_the_same_inputs_in_an_older_format_is_rebuilt_in_place(cache_copy, teacher, train, capsys):
+    from mmkd.commands.pipeline import cache_is_current
+
+    manifest = json.loads((cache_copy / "manifest.json").read_text())
+    (cache_copy / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
+    (cache_copy / "shard-00000.offsets.npy").write_bytes(b"format 1 leftover")
+    assert not cache_is_current(cache_copy)
+    summary = build_teacher_cache(teacher, train, cache_copy, max_length=MAX_LENGTH, batch_size=2,
+                                  shard_size=SHARD_SIZE)
+    assert (summary.built, summary.kept) == ([0, 1, 2], [])
+    assert "format 1, rebuilding it in format 2" in capsys.readouterr().out
+    assert cache_is_current(cache_copy) and not list(cache_copy.glob("*offsets*"))

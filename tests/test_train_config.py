@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from mmkd import cli
+from mmkd.engine import batch_geometry, load_ds_config
 from mmkd.errors import MMKDError
 from mmkd.train_config import TrainConfig, load_train_config, save_train_config
 
@@ -86,3 +88,66 @@ def test_values_no_run_can_use_are_refused(overrides, message):
 def test_missing_recipe_file_is_named(tmp_path):
     with pytest.raises(MMKDError, match=r"nothere\.yaml: train config file not found"):
         load_train_config(str(tmp_path / "nothere.yaml"))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("--tau_w=0", r"tau_w=0\.0 \(a temperature must be finite and > 0\)"),
+    ("--tau_w=-0.05", r"tau_w=-0\.05 \(a temperature"),
+    ("--struct_tau=0", r"struct_tau=0\.0 \(a temperature"),
+    ("--struct_tau=inf", r"struct_tau=inf \(a temperature"),
+    ("--weights.tlm=inf", r"weights=\{'tlm': inf.*\(weights must be finite and >= 0"),
+    ("--weights.senta=-1", r"weights=.*'senta': -1\.0.*\(weights must be finite and >= 0"),
+    ("--max_skipped_steps=0", r"max_skipped_steps=0 \(must be >= 1\)"),
+])
+def test_values_that_can_only_fail_at_a_step_are_refused_when_read(override, message):
+    with pytest.raises(MMKDError, match=rf"train config: bad value: {message}"):
+        load_train_config(None, [*REQUIRED, override])
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("corpus: c\nstudent: s\nmax_steps: [10\nseed: 3\n")
+    with pytest.raises(MMKDError, match=rf"^{recipe}: line 4, column 5: not valid YAML: expected ',' or ']', "
+                                        "but got ':'; fix the file$"):
+        load_train_config(str(recipe))
+
+
+def test_key_value_as_two_words_and_as_one():
+    cfg = load_train_config(None, ["--corpus", "c", "--student=s", "--teacher_cache", "t", "--resume", "--max_steps",
+                                   "7", "--export", "false", "--live-teacher"])
+    assert (cfg.corpus, cfg.student, cfg.teacher_cache, cfg.max_steps) == ("c", "s", "t", 7)
+    assert (cfg.resume, cfg.export, cfg.live_teacher) == (True, False, True)
+    with pytest.raises(MMKDError, match=r"'stray'"):
+        load_train_config(None, [*REQUIRED, "--resume", "stray"])
+
+
+@pytest.mark.parametrize("override", ["--weights={tlm: 0.1, senta: 2}", '--weights={"tlm": 0.1, "senta": 2}'])
+def test_weights_as_one_mapping(override):
+    cfg = load_train_config(None, [*REQUIRED, override])
+    assert cfg.weights == {"tlm": 0.1, "xwcl": 1.0, "senta": 2.0, "struca_sent": 1.0, "struca_tok": 1.0}
+
+
+def test_ds_overrides_are_recorded_and_applied_to_the_deepspeed_json(tmp_path):
+    cfg = load_train_config(None, [*REQUIRED, "--ds.train_micro_batch_size_per_gpu=4", "--ds.optimizer.params.lr",
+                                   "5e-5", "--ds.bf16.enabled=false"])
+    assert cfg.ds == {"train_micro_batch_size_per_gpu": 4, "optimizer.params.lr": 5e-5, "bf16.enabled": False}
+    save_train_config(cfg, tmp_path / "saved.json")
+    assert load_train_config(str(tmp_path / "saved.json")).ds == cfg.ds
+    config = load_ds_config(cfg.ds_config, cfg.ds)
+    assert config["optimizer"]["params"]["lr"] == 5e-5 and config["bf16"] == {"enabled": False}
+    assert batch_geometry(config, cfg.ds_config) == (4, 2)  # DeepSpeed's own resolution of the batch keys
+    assert load_ds_config(cfg.ds_config)["train_micro_batch_size_per_gpu"] == 8  # the file is untouched
+
+
+def test_ds_override_of_a_missing_key_names_it_with_close_matches():
+    with pytest.raises(MMKDError, match=r"ds\.zero_optimisation\.stage: no key 'zero_optimisation'.*zero_optimization"):
+        load_ds_config("cpu_bf16_zero2", {"zero_optimisation.stage": 3})
+
+
+def test_help_lists_every_config_key_with_its_default(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    for key, default in TrainConfig().to_dict().items():
+        assert f"--{key} " in out and f"(default {default!r})" in out
+    assert "steps between dev evaluations" in out  # the comment beside the field

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mmkd.engine import free_port
-from tiny_setup import build_tiny, subprocess_env
+from tiny_setup import build_tiny, scalars, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -48,15 +48,6 @@ def run_train(tiny: Path, name: str, overrides: list[str], ranks: int) -> Path:
     return out
 
 
-def scalars(out: Path) -> dict[str, dict[int, float]]:
-    """Every TensorBoard scalar of a run: {tag: {global_samples: value}} (all event files of the run)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(out / "tensorboard" / "mmkd"), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: {event.step: event.value for event in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
-
-
 @pytest.fixture(scope="module")
 def zero2(tiny) -> Path:
     """2 ranks, ZeRO-2 bf16, cached teacher, 4 steps of 8 x 2 accumulation x 2 ranks = 32 pairs, export."""
@@ -75,11 +66,12 @@ def test_two_ranks_zero2_logs_every_term_and_throughput(zero2):
     logged = scalars(zero2)
     steps = [32, 64, 96, 128]  # x axis: global samples
     for tag in ["train/loss", *(f"train/{term}" for term in TERMS), "train/grad_norm", "train/samples_per_s",
-                "train/tokens_per_s", "train/tflops", "train/mfu", "Train/Samples/lr"]:
+                "train/tokens_per_s", "train/tflops", "train/mfu", "train/padding_efficiency", "Train/Samples/lr"]:
         assert sorted(logged[tag]) == steps, tag
         assert all(torch.isfinite(torch.tensor(list(logged[tag].values())))), tag
     assert all(value > 0 for tag in ("train/samples_per_s", "train/tokens_per_s", "train/tflops", "train/mfu")
                for value in logged[tag].values())
+    assert all(0 < value <= 1 for value in logged["train/padding_efficiency"].values())
     for step in steps:
         total = sum(logged[f"train/{term}"][step] for term in TERMS)  # every weight is 1
         assert logged["train/loss"][step] == pytest.approx(total, rel=1e-5)
@@ -92,7 +84,8 @@ def test_two_ranks_zero2_logs_every_term_and_throughput(zero2):
         assert all(0 <= value <= 1 and abs(value * 12 - round(value * 12)) < 1e-5 for value in logged[tag].values())
     checkpoint = zero2 / "checkpoints" / "step4"
     assert (zero2 / "checkpoints" / "latest").read_text().strip() == "step4"
-    assert {"rng_rank0.pt", "rng_rank1.pt"} <= {path.name for path in checkpoint.iterdir()}
+    assert {"rng_rank0.safetensors", "rng_rank1.safetensors", "mmkd_checkpoint.json"} <= {
+        path.name for path in checkpoint.iterdir()}
 
 
 def test_resume_after_a_stop_continues_exactly(zero2, resumed):
@@ -112,24 +105,26 @@ def test_cached_and_live_teacher_give_the_same_dev_loss(zero2, resumed):
 
 
 def test_export_loads_with_transformers_and_sentence_transformers(tiny, zero2):
-    """The exported fp32 weights give the embeddings the engine gave (it computes in bf16: ~1e-2)."""
+    """The exported fp32 weights give the embeddings the engine gave (it computes in bf16: ~1e-2): the
+    HF masked LM's encoder its mean-pooled states, the sentence-transformers model P_s of them."""
     from sentence_transformers import SentenceTransformer
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from mmkd.models.pooling import mean_pool
     from mmkd.models.student import load_student
 
     export = zero2 / "export"
     check = json.loads((export / "embedding_check.json").read_text())
-    reference = torch.tensor(check["embeddings"])
-    assert reference.shape == (8, 48)
+    encoder, sentence = (torch.tensor(check["embeddings"][name]) for name in ("encoder", "sentence"))
+    assert encoder.shape == (8, 48) and sentence.shape == (8, 32)
     by_st = SentenceTransformer(str(export / "sentence_transformers"), device="cpu").encode(
         check["texts"], convert_to_tensor=True)
-    tokenizer, model = AutoTokenizer.from_pretrained(export / "hf"), AutoModel.from_pretrained(export / "hf")
+    tokenizer = AutoTokenizer.from_pretrained(export / "hf")
+    model = AutoModelForMaskedLM.from_pretrained(export / "hf").base_model
     encoded = tokenizer(check["texts"], padding=True, return_tensors="pt")
     with torch.no_grad():
         by_hf = mean_pool(model(**encoded).last_hidden_state, encoded["attention_mask"])
-    for embeddings in (by_st, by_hf):
+    for embeddings, reference in ((by_st, sentence), (by_hf, encoder)):
         torch.testing.assert_close(embeddings, reference, atol=3e-2, rtol=3e-2)
         assert torch.nn.functional.cosine_similarity(embeddings, reference).min() > 0.999
     trained, initial = load_student(export / "hf"), load_student(tiny / "student")

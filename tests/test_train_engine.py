@@ -64,7 +64,7 @@ def test_load_ds_config_names_a_missing_or_broken_file(tmp_path):
 def test_fp16_is_refused_on_a_cpu(tmp_path):
     path = tmp_path / "fp16.json"
     path.write_text(json.dumps({"train_micro_batch_size_per_gpu": 8, "fp16": {"enabled": True}}))
-    with pytest.raises(MMKDError, match=r"fp16\.json: fp16 needs a GPU; use ds_configs/cpu_bf16_zero2\.json \(bf16\)"):
+    with pytest.raises(MMKDError, match=r"fp16\.json: fp16 needs a GPU; use cpu_bf16_zero2 \(bf16\)"):
         load_ds_config(path)
 
 
@@ -77,3 +77,14 @@ def test_run_values_fill_only_what_the_json_leaves_open():
     assert ds_config["scheduler"]["params"]["total_num_steps"] == "auto"  # the input is not modified
     explicit = {"scheduler": {"params": {"total_num_steps": 5}}, "tensorboard": {"output_path": "mine"}}
     assert with_run_values(explicit, tensorboard_dir="out/tb", total_steps=77) == explicit
+
+
+def test_bf16_is_refused_on_a_device_without_it(tmp_path, monkeypatch):
+    from deepspeed.accelerator import get_accelerator
+
+    monkeypatch.setattr(type(get_accelerator()), "is_bf16_supported", lambda self: False)
+    path = tmp_path / "bf16.json"
+    path.write_text(json.dumps({"train_micro_batch_size_per_gpu": 8, "bf16": {"enabled": True}}))
+    with pytest.raises(MMKDError, match=r"bf16\.json: bf16 is not supported on this cpu device; use "
+                                        r"ds_configs/gpu_fp16_zero1\.json \(fp16\)"):
+        load_ds_config(path)

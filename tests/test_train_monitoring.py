@@ -23,19 +23,24 @@ def test_batch_tokens_counts_the_three_student_inputs():
     assert monitoring.batch_tokens(batch) == (11 + 5 + 6, 14 + 6 + 8)
 
 
-def test_student_flops_is_six_parameters_per_position():
-    assert monitoring.student_flops(1_000_000, 512) == 6 * 1_000_000 * 512
+@pytest.mark.parametrize(("name", "peak"), [
+    ("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H100 NVL", 835.0),
+    ("NVIDIA A100-SXM4-40GB", 312.0), ("NVIDIA A100 80GB PCIe", 312.0), ("NVIDIA H200", 989.0),
+    ("NVIDIA L40S", 362.0), ("Tesla T4", 0.0),
+])
+def test_gpu_peak_comes_from_the_exact_device_name(name, peak):
+    assert monitoring.gpu_peak_tflops(name) == peak
 
 
 def test_throughput_rates_scale_by_world_size_and_peak(monkeypatch):
     clock = iter([100.0, 102.0, 102.0])
     monkeypatch.setattr(monitoring.time, "perf_counter", lambda: next(clock))
     meter = monitoring.Throughput(world_size=4, peak=10.0)
-    meter.add(samples=8, tokens=300, flops=3e12)
-    meter.add(samples=8, tokens=100, flops=1e12)
+    meter.add(samples=8, tokens=300, positions=400, flops=3e12)
+    meter.add(samples=8, tokens=100, positions=400, flops=1e12)
     rates = meter.rates()  # 2 s
     assert rates == pytest.approx({"samples_per_s": 16 * 4 / 2, "tokens_per_s": 400 * 4 / 2, "tflops": 2.0,
-                                   "mfu": 0.2})
+                                   "mfu": 0.2, "padding_efficiency": 0.5})
     assert meter.samples == meter.tokens == 0 and meter.start == 102.0
 
 
@@ -43,7 +48,7 @@ def test_no_mfu_without_a_peak(monkeypatch):
     clock = iter([0.0, 1.0, 1.0])
     monkeypatch.setattr(monitoring.time, "perf_counter", lambda: next(clock))
     meter = monitoring.Throughput(world_size=1, peak=0.0)
-    meter.add(1, 1, 1e12)
+    meter.add(1, 1, 1, 1e12)
     assert "mfu" not in meter.rates()
 
 
@@ -80,5 +85,12 @@ def test_add_batch_counts_a_collated_batch_like_add():
              "x_input_ids": torch.zeros(2, 2, dtype=torch.long), "x_attention_mask": torch.ones(2, 2),
              "y_input_ids": torch.zeros(2, 3, dtype=torch.long), "y_attention_mask": torch.ones(2, 3)}
     meter = monitoring.Throughput(world_size=1, peak=0.0)
-    meter.add_batch(batch, parameters=1000)
-    assert (meter.samples, meter.tokens, meter.flops) == (2, 8 + 4 + 6, 6.0 * 1000 * (10 + 4 + 6))
+    meter.add_batch(batch, flops=5e9)
+    assert (meter.samples, meter.tokens, meter.positions, meter.flops) == (2, 8 + 4 + 6, 10 + 4 + 6, 5e9)
+
+
+def test_global_batch_note_says_whether_the_global_batch_is_kept():
+    from mmkd.train import global_batch_note
+
+    assert "kept on any number of ranks" in global_batch_note({"train_batch_size": 256}, 256)
+    assert "changes with the number of ranks" in global_batch_note({"gradient_accumulation_steps": 2}, 32)

@@ -5,7 +5,8 @@
 2-layer student (hidden 48) with a 200-token WordPiece vocabulary trained on the corpus (`student/`),
 the teacher caches of train and dev (`cache_train/`, `cache_dev/`, max_length 32) and `recipe.yaml`
 (4 steps on ds_configs/cpu_bf16_zero2.json, logging every step, no progress bar).
-`subprocess_env()` is the environment to run training on it in a child process.
+`subprocess_env()` is the environment to run training on it in a child process; `scalars(out)` reads
+back a run's TensorBoard scalars.
 """
 
 from __future__ import annotations
@@ -84,3 +85,32 @@ def subprocess_env() -> dict[str, str]:
     env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                HF_DATASETS_OFFLINE="1")
     return env
+
+
+def scalars(out: Path) -> dict[str, dict[int, float]]:
+    """Every TensorBoard scalar of a run: {tag: {global_samples: value}} (all event files of the run)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard" / "mmkd"), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: {event.step: event.value for event in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+
+
+def st_teacher(plain: Path, out: Path, kind: str) -> Path:
+    """A sentence-transformers teacher over the tiny plain teacher `plain` (BERT, hidden 32), saved to
+    `out`: "dense_normalize" (mean Pooling, Dense 32 -> 32 tanh, Normalize: the LaBSE layout),
+    "lasttoken" (last-token Pooling) or "prompt" (mean Pooling, default prompt "query: ")."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+
+    transformer = Transformer(str(plain))
+    size = transformer.get_embedding_dimension()
+    modules = {
+        "dense_normalize": [Pooling(size, pooling_mode="mean"), Dense(size, size), Normalize()],
+        "lasttoken": [Pooling(size, pooling_mode="lasttoken")],
+        "prompt": [Pooling(size, pooling_mode="mean")],
+    }[kind]
+    torch.manual_seed(1)
+    prompts = {"prompts": {"query": "query: "}, "default_prompt_name": "query"} if kind == "prompt" else {}
+    SentenceTransformer(modules=[transformer, *modules], device="cpu", **prompts).save(str(out))
+    return out

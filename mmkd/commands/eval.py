@@ -14,9 +14,16 @@ RETRIEVAL_EXAMPLES = """examples:
   mmkd eval retrieval --corpus runs/main/corpus --out runs/main/eval \\
       --models teacher,before=runs/main/student,after=runs/main/train/export/hf
   mmkd eval retrieval --corpus C --models runs/x/export/hf --split dev --pool 200 --out DIR
-A model is `teacher` (its sentence embedding on both sides) or a student directory (`mmkd init-student`
-output, or a training run's export/hf), optionally named `label=path`. A student's embedding is
-P_s(mean-pooled last layer): the projection into the teacher's space that SentA trains.
+  mmkd eval retrieval --corpus runs/main/corpus --out-of-domain package:django --out runs/main/eval_ood \\
+      --models teacher,after=runs/main/train/export/sentence_transformers
+  mmkd eval retrieval --corpus C --out DIR \\
+      --models mine=runs/x/export/hf,labse=sentence-transformers/LaBSE,mbert=bert-base-multilingual-cased
+A model is `teacher` (its sentence embedding on both sides), a student directory (`mmkd init-student`
+output, or a training run's export/hf), or any sentence-transformers or Hugging Face model path or hub
+name, optionally named `label=path`. A student's embedding is P_s(mean-pooled last layer): the
+projection into the teacher's space that SentA trains. Any other model is encoded by
+sentence-transformers (its own pipeline and max_seq_length; a plain encoder is mean-pooled); its MSE to
+the teacher is not defined ("–").
 """
 
 
@@ -27,9 +34,14 @@ def configure_retrieval(parser: argparse.ArgumentParser) -> None:
     parser.epilog = RETRIEVAL_EXAMPLES
     parser.add_argument("--corpus", required=True, help="corpus directory (mmkd corpus output)")
     parser.add_argument("--models", required=True,
-                        help="comma-separated: teacher, student directories, label=path (see examples)")
+                        help="comma-separated: teacher, student directories, any sentence-transformers or HF "
+                             "model (path or hub name), label=path (see examples)")
     parser.add_argument("--out", required=True, help="directory for retrieval.{json,md,png}")
     parser.add_argument("--split", default="test", help="corpus split (default test)")
+    parser.add_argument("--out-of-domain", default=None, metavar="SOURCE",
+                        help="score pairs from another source instead of a corpus split: gettext catalogs of a "
+                             "locale directory, or package:NAME for those an installed Python package ships "
+                             "(package:django); pairs whose English is in the corpus are dropped")
     parser.add_argument("--pool", type=int, default=1000, help="candidate pool per language (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffle that picks the pool")
     parser.add_argument("--teacher", default=None,
@@ -48,7 +60,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
     report = evaluate_retrieval(args.corpus, parse_models(args.models), split=args.split, teacher=args.teacher,
                                 pool=args.pool, seed=args.seed, batch_size=args.batch_size,
                                 max_length=args.max_length, low_resource_below=args.low_resource_below,
-                                device=args.device)
+                                device=args.device, out_of_domain=args.out_of_domain)
     paths = write_report(report, args.out)
     print(markdown_table(report), end="")
     print(f"written: {', '.join(str(path) for path in paths.values())}")
@@ -102,11 +114,48 @@ def run_downstream(args: argparse.Namespace) -> int:
     return 0
 
 
+CATALOG_EXAMPLES = """examples:
+  mmkd eval catalog --corpus runs/main/corpus --model runs/main/train/export/hf --out runs/main/eval
+  mmkd eval catalog --corpus runs/main/corpus --model teacher --out DIR     # the English teacher, as a floor
+Fine-tunes on English train messages labelled with their catalog (gettext domain) and tests zero-shot on
+the translations of the test split's messages, per language (mmkd/evaluation/downstream/catalog_task.py).
+"""
+
+
+def configure_catalog(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Zero-shot transfer offline: fine-tune on English messages labelled with the catalog "
+                          "they come from, test on the translations of held-out messages; writes catalog.json, "
+                          "catalog.md.")
+    parser.epilog = CATALOG_EXAMPLES
+    parser.add_argument("--corpus", required=True, help="corpus directory built from the catalogs (mmkd corpus build)")
+    parser.add_argument("--model", required=True,
+                        help="'teacher', a student directory, or any HF model path or hub name")
+    parser.add_argument("--out", required=True, help="directory for catalog.{json,md}")
+    parser.add_argument("--locale-dir", default="/usr/share/locale", help="the catalogs of the corpus")
+    parser.add_argument("--labels", type=int, default=8, help="catalogs to tell apart (default 8)")
+    parser.add_argument("--per-label", type=int, default=250, help="English training messages per catalog")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 3)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the head, sample and shuffle (default 42)")
+    parser.set_defaults(func=run_catalog)
+
+
+def run_catalog(args: argparse.Namespace) -> int:
+    from mmkd.evaluation.downstream.catalog_task import catalog_transfer
+    from mmkd.evaluation.downstream.results import markdown_table, write_results
+
+    results = catalog_transfer(args.corpus, args.model, locale_dir=args.locale_dir, num_labels=args.labels,
+                               per_label=args.per_label, epochs=args.epochs, seed=args.seed)
+    print(markdown_table(results), end="")
+    print(f"written: {', '.join(str(path) for path in write_results(results, args.out))}")
+    return 0
+
+
 ACTIONS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {  # name -> (configure, help)
     "retrieval": (configure_retrieval, "top-1 translation retrieval and MSE to the teacher, per language"),
     "xnli": (partial(configure_downstream, task="xnli"), "fine-tune on English NLI, accuracy on 15 languages"),
     "pawsx": (partial(configure_downstream, task="pawsx"), "fine-tune on English PAWS, accuracy on 7 languages"),
     "xquad": (partial(configure_downstream, task="xquad"), "fine-tune on SQuAD v1.1, F1/EM on XQuAD's 11 languages"),
+    "catalog": (configure_catalog, "offline zero-shot transfer: fine-tune on English messages' catalogs, test on translations"),
 }
 
 

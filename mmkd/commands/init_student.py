@@ -10,24 +10,30 @@ from mmkd.models.vocabulary import DEFAULT_VOCAB_SIZE
 EXAMPLES = """examples:
   mmkd init-student --corpus runs/corpus --out runs/student
   mmkd init-student --corpus runs/corpus --out runs/student-mbert --source bert-base-multilingual-cased
+  mmkd init-student --corpus runs/corpus --out runs/student-xlmr --source xlm-roberta-base --keep-vocab
 """
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Fill in the `init-student` parser (see mmkd/cli.py)."""
     parser.description = ("Train a WordPiece vocabulary on the corpus train split (both sides), copy the "
-                          "source encoder's layers into a BERT masked LM with that vocabulary, initialise its "
-                          "word embeddings from the source's, fit projection heads to the teacher's size by least squares "
-                          "on English sentences of the train split.")
+                          "source encoder's layers (BERT or RoBERTa family) into a BERT masked LM with that "
+                          "vocabulary, initialise its word embeddings from the source's; or, with --keep-vocab, "
+                          "keep the source masked LM (any family) with its own tokenizer. Then fit projection "
+                          "heads to the teacher's size by least squares on English sentences of the train split.")
     parser.epilog = EXAMPLES
     parser.add_argument("--corpus", required=True, help="corpus directory (mmkd corpus output)")
     parser.add_argument("--out", required=True, help="new student directory (must not exist or be empty)")
     parser.add_argument("--source", default=None,
-                        help="BERT encoder (path or hub name) whose layers are copied; default: the teacher")
+                        help="encoder (path or hub name) whose layers are copied (BERT, RoBERTa family), or "
+                             "with --keep-vocab the student itself (any masked LM); default: the teacher")
     parser.add_argument("--teacher", default=None,
                         help="teacher (path or hub name) setting d_T; default: packaged all-MiniLM-L6-v2")
     parser.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE,
                         help=f"WordPiece vocabulary size (default {DEFAULT_VOCAB_SIZE})")
+    parser.add_argument("--keep-vocab", action="store_true",
+                        help="keep --source whole as the student, its own tokenizer and vocabulary (XLM-R, mBERT, "
+                             "DistilBERT, MPNet, DeBERTa, ...), and only fit the projection heads")
     parser.add_argument("--seed", type=int, default=0, help="seed of the freshly initialised weights")
     parser.set_defaults(func=run)
 
@@ -40,12 +46,16 @@ def run(args: argparse.Namespace) -> int:
 
     corpus = load_corpus(args.corpus)
     report = init_student(corpus_training_texts(corpus), args.out, source=args.source, teacher=args.teacher,
-                          vocab_size=args.vocab_size, seed=args.seed, english=list(corpus["train"]["src"]))
+                          vocab_size=args.vocab_size, seed=args.seed, english=list(corpus["train"]["src"]),
+                          keep_vocab=args.keep_vocab, progress=True)
     counts = report.embeddings
-    print(f"vocabulary: {report.vocab_size} tokens, trained in {report.vocab_seconds:.1f} s")
-    print(f"word embeddings: {counts.copied} copied from the source, {counts.averaged} averaged from its "
-          f"sub-tokens, {counts.unknown} from its unknown token")
-    print(f"MLM transform: {'copied from the source' if report.transform_from_source else 'initialised fresh'}")
+    if counts is None:
+        print(f"vocabulary: the source's own, {report.vocab_size} tokens; its masked LM kept whole")
+    else:
+        print(f"vocabulary: {report.vocab_size} tokens, trained in {report.vocab_seconds:.1f} s")
+        print(f"word embeddings: {counts.copied} copied from the source, {counts.averaged} averaged from its "
+              f"sub-tokens, {counts.unknown} from its unknown token")
+        print(f"MLM transform: {'copied from the source' if report.transform_from_source else 'initialised fresh'}")
     print(f"source: {report.source['name']} (weights sha256 {report.source['weights_sha256']})")
     fit = report.head_fit
     print(f"projection heads: {report.d_student} -> {report.d_teacher}, fitted on {fit.sentences} English "

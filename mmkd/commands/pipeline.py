@@ -8,6 +8,7 @@ it and skips a stage whose output is already complete, so a stopped pipeline pic
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 from mmkd.corpus.builtin import DEFAULT_LANGS
 from mmkd.corpus.schema import is_corpus_directory
 from mmkd.errors import MMKDError
+from mmkd.teacher_cache.identity import FORMAT_VERSION
 
 EXAMPLES = """examples:
   mmkd pipeline                          # built-in corpus, default languages, into runs/main
@@ -24,6 +26,7 @@ EXAMPLES = """examples:
   mmkd pipeline --out runs/big --langs de,fr,es,ru,zh_CN,ar,hi,eu,xh
   mmkd pipeline --corpus runs/corpus-st  # an existing corpus directory (mmkd corpus build/import)
   mmkd pipeline --corpus data/train.tsv data/test.tsv --import-args="--lang de" --out runs/de
+  mmkd pipeline --out runs/xlmr --teacher sentence-transformers/LaBSE --student xlm-roberta-base
 """
 
 
@@ -47,6 +50,7 @@ def corpus_stage(args: argparse.Namespace, corpus: Path) -> Stage:
 
 
 def stages(args: argparse.Namespace) -> list[Stage]:
+    from mmkd.checkpoint_dir import complete_checkpoints
     from mmkd.evaluation.retrieval import REPORT_FILES
 
     if args.corpus is not None and args.langs is not None:
@@ -61,28 +65,33 @@ def stages(args: argparse.Namespace) -> list[Stage]:
     corpus = Path(args.corpus[0]) if given else out / "corpus"
     student, train, evaluation = out / "student", out / "train", out / "eval"
     caches = {split: out / f"teacher_cache_{split}" for split in ("train", "dev")}
-    train_argv = ["train", args.recipe, f"--corpus={corpus}", f"--student={student}",
+    teacher = [] if args.teacher is None else ["--teacher", args.teacher]
+    student_source = [] if args.student is None else ["--source", args.student, "--keep-vocab"]
+    train_argv = ["train", args.recipe, *([] if args.teacher is None else [f"--teacher={args.teacher}"]),
+                  f"--corpus={corpus}", f"--student={student}",
                   f"--teacher_cache={caches['train']}", f"--dev_teacher_cache={caches['dev']}",
                   f"--output_dir={train}", f"--max_length={args.max_length}", f"--seed={args.seed}"]
     if args.train_steps is not None:
         train_argv.append(f"--max_steps={args.train_steps}")
     if args.train_minutes is not None:
         train_argv.append(f"--max_time_minutes={args.train_minutes}")
-    if (train / "checkpoints").is_dir():
+    if complete_checkpoints(train / "checkpoints"):
         train_argv.append("--resume")  # a stopped pipeline continues its training run
+    elif train.is_dir() and any(train.iterdir()):
+        train_argv.append("--overwrite")  # stopped before its first complete checkpoint: nothing to keep
     return [
         *([] if given else [corpus_stage(args, corpus)]),
-        Stage("student", ["init-student", "--corpus", str(corpus), "--out", str(student),
+        Stage("student", ["init-student", "--corpus", str(corpus), "--out", str(student), *teacher, *student_source,
                           "--vocab-size", str(args.vocab_size), "--seed", str(args.seed)],
               lambda: (student / "mmkd_student.json").is_file()),
-        *(Stage(f"teacher cache ({split})", ["cache-teacher", "--corpus", str(corpus), "--split", split,
+        *(Stage(f"teacher cache ({split})", ["cache-teacher", "--corpus", str(corpus), "--split", split, *teacher,
                                              "--max-length", str(args.max_length), "--out", str(path)],
-                lambda path=path: (path / "manifest.json").is_file())
+                lambda path=path: cache_is_current(path))
           for split, path in caches.items()),
         Stage("train", train_argv, lambda: (train / "export" / "sentence_transformers").is_dir()),
         Stage("evaluate", ["eval", "retrieval", "--corpus", str(corpus), "--out", str(evaluation),
                            "--models", f"teacher,student_before={student},student_after={train / 'export' / 'hf'}",
-                           "--max-length", str(args.max_length), "--seed", str(args.seed)],
+                           "--max-length", str(args.max_length), "--seed", str(args.seed), *teacher],
               lambda: (evaluation / REPORT_FILES["json"]).is_file()),
     ]
 
@@ -105,7 +114,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(--import-args='--lang de --on-error skip')")
     parser.add_argument("--vocab-size", type=int, default=32000, help="student vocabulary size")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--recipe", default="recipes/cpu_main.yaml", help="training recipe (default: %(default)s)")
+    parser.add_argument("--recipe", default="cpu_main",
+                        help="training recipe, a file or a shipped name (default: %(default)s, recipes/cpu_main.yaml)")
+    parser.add_argument("--teacher", default=None,
+                        help="teacher, any sentence-transformers or Hugging Face model (path or hub name); default: "
+                             "the packaged all-MiniLM-L6-v2")
+    parser.add_argument("--student", default=None,
+                        help="an existing multilingual masked LM (path or hub name) to distil into, kept with its own "
+                             "vocabulary (init-student --keep-vocab); default: a new vocabulary on the teacher's layers")
     parser.add_argument("--max-length", type=int, default=64,
                         help="tokens per encoding, for the teacher cache and training alike (default 64)")
     parser.add_argument("--train-steps", type=int, default=None,
@@ -142,3 +158,9 @@ def run(args: argparse.Namespace) -> int:
           f"{(evaluation / REPORT_FILES['markdown']).read_text(encoding='utf-8')}"
           f"Chart: {evaluation / REPORT_FILES['png']}", flush=True)
     return 0
+
+
+def cache_is_current(path: Path) -> bool:
+    """Whether `path` holds a complete teacher cache in this version's format (an older one is rebuilt)."""
+    manifest = path / "manifest.json"
+    return manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("format") == FORMAT_VERSION

@@ -2,11 +2,15 @@
 
 examples:
   mmkd train recipe.yaml
-  mmkd train recipe.yaml --max_steps=100 --ds_config=ds_configs/cpu_fp32_zero2.json
+  mmkd train cpu_main --corpus C --student S --teacher_cache T    (a shipped recipe, from any directory)
+  mmkd train recipe.yaml --max_steps=100 --ds_config=cpu_fp32_zero2 --weights.tlm=0.1
+  mmkd train recipe.yaml --ds.optimizer.params.lr=5e-5 --ds.train_micro_batch_size_per_gpu=32
   mmkd train recipe.yaml --resume
   OMP_NUM_THREADS=1 deepspeed --num_gpus 2 --module mmkd.train recipe.yaml   (several ranks)
-The recipe (JSON or YAML) and the --key=value overrides set the keys of mmkd.train_config.TrainConfig;
-batch sizes, lr, optimizer, scheduler, precision and ZeRO stage live in its ds_config JSON.
+The recipe (JSON or YAML, or a shipped recipe's name) and the overrides (--key=value or --key value) set
+the keys of mmkd.train_config.TrainConfig, listed below; batch sizes, lr, optimizer, scheduler,
+precision and ZeRO stage live in its ds_config JSON, whose values --ds.<path>=value changes (recorded
+in the run's train_config.json under `ds`).
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ import argparse
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Fill in the `train` parser (see mmkd/cli.py)."""
+    from mmkd.train_config import config_key_help
+
     parser.description = __doc__
-    parser.add_argument("recipe", help="recipe file (.json, .yaml, .yml) of train config keys")
+    parser.epilog = f"train config keys:\n{config_key_help()}"
+    parser.add_argument("recipe", help="recipe file (.json, .yaml, .yml) of train config keys, or a shipped name")
     parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="--key=value",
-                        help="train config overrides, applied after the recipe (--flag = --flag=true)")
+                        help="train config overrides, applied after the recipe (--key value also; --flag = "
+                             "--flag=true; --ds.<path>=value for the DeepSpeed JSON)")
     parser.set_defaults(func=run)
 
 

@@ -88,6 +88,7 @@ class MMKDCollator:
         return {
             "index": torch.tensor(index, dtype=torch.long),
             "lang": [example["lang"] for example in examples],
+            "src": src,
             "tlm_input_ids": tlm_input_ids,
             "tlm_attention_mask": pair["attention_mask"],
             "tlm_token_type_ids": _segment_ids(pair),

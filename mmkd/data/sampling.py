@@ -1,4 +1,5 @@
-"""Language-balanced sampling: p_l proportional to n_l^alpha, deterministic, sharded, resumable."""
+"""Language-balanced sampling: p_l proportional to n_l^alpha, deterministic, sharded, resumable;
+optionally grouped by length within the draw."""
 
 from __future__ import annotations
 
@@ -41,12 +42,29 @@ class LanguageSampler(Sampler[int]):
     DistributedSampler does. `set_epoch(epoch, consumed_samples)` skips the first consumed_samples
     of the global sequence (all ranks together), so a resumed run continues exactly, even on a
     different world size.
+
+    Length grouping (`lengths` given, `group_window` > 0): the drawn sequence is cut into windows of
+    `group_window` x `group_size` samples; each window is sorted by length (ties in a seeded random
+    order) and cut into blocks of `group_size` samples (the global micro-batch: micro-batch x world
+    size), and the window's blocks are put in a seeded random order (a short last block stays last).
+    Every micro-batch of every rank is then a stride of one block, so its rows have similar lengths
+    and it pads little. A window holds exactly the samples the language draw put there, so the
+    languages' frequencies (alpha) are unchanged. The sequence still depends only on (seed, epoch)
+    and the grouping geometry, so `set_epoch(epoch, consumed_samples)` resumes exactly as without
+    grouping when `group_size` is the same; with another group size the rest of the current
+    window may repeat or skip some of its samples.
     """
 
     def __init__(self, langs: Sequence[str], alpha: float, num_samples: int | None = None, seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, lengths: Sequence[int] | None = None, group_size: int = 1,
+                 group_window: int = 64) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"LanguageSampler: need 0 <= rank < world_size, got {rank} and {world_size}")
+        if group_size < 1 or group_window < 0:
+            raise ValueError(f"LanguageSampler: need group_size >= 1 and group_window >= 0, got {group_size} "
+                             f"and {group_window}")
+        if lengths is not None and len(lengths) != len(langs):
+            raise ValueError(f"LanguageSampler: {len(lengths)} lengths for {len(langs)} rows")
         languages, codes = np.unique(np.asarray(list(langs), dtype=str), return_inverse=True)
         if len(codes) == 0:
             raise MMKDError("LanguageSampler: the dataset is empty")
@@ -61,6 +79,8 @@ class LanguageSampler(Sampler[int]):
         self._rows_by_language = torch.from_numpy(np.argsort(codes, kind="stable"))
         self._counts = torch.tensor(list(self.counts.values()), dtype=torch.long)
         self._starts = torch.cumsum(self._counts, 0) - self._counts
+        self.lengths = None if lengths is None else torch.as_tensor(np.asarray(lengths), dtype=torch.long)
+        self.group_size, self.group_window = group_size, group_window
 
     def set_epoch(self, epoch: int, consumed_samples: int = 0) -> None:
         """Draw epoch `epoch`'s sequence, skipping its first `consumed_samples` global samples.
@@ -84,7 +104,24 @@ class LanguageSampler(Sampler[int]):
         ])
         probabilities = torch.tensor([self.probabilities[lang] for lang in self.languages], dtype=torch.float64)
         drawn = torch.multinomial(probabilities, self.num_samples, replacement=True, generator=generator)
-        return permuted[self._starts[drawn] + _occurrences(drawn) % self._counts[drawn]]
+        rows = permuted[self._starts[drawn] + _occurrences(drawn) % self._counts[drawn]]
+        if self.lengths is None or self.group_window == 0:
+            return rows
+        return self._grouped_by_length(rows, generator)
+
+    def _grouped_by_length(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """`rows` reordered within each window: sorted by length into blocks of group_size, the
+        window's full blocks in a random order, a short block last (see the class docstring)."""
+        window = self.group_size * self.group_window
+        grouped = []
+        for start in range(0, len(rows), window):
+            chunk = rows[start:start + window]
+            chunk = chunk[torch.randperm(len(chunk), generator=generator)]  # random order among equal lengths
+            chunk = chunk[torch.sort(self.lengths[chunk], descending=True, stable=True).indices]
+            blocks = list(chunk.split(self.group_size))
+            short = [blocks.pop()] if len(blocks[-1]) < self.group_size else []
+            grouped += [blocks[i] for i in torch.randperm(len(blocks), generator=generator).tolist()] + short
+        return torch.cat(grouped)
 
     def __iter__(self) -> Iterator[int]:
         padded = self.global_indices()[torch.arange(self._padded_length()) % self.num_samples]

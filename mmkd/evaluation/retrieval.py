@@ -6,22 +6,27 @@ in the pool is skipped, since a duplicate candidate makes top-1 ill-defined). Re
 and model:
   x2y   top-1 accuracy of x_i -> y_i: y_i is strictly the most cosine-similar of the pool's y to x_i
         (a tie with another candidate counts as a miss); y2x the same the other way;
-  mse   mean over pairs and d_T of (model(y) - teacher(x))^2: the distance to SentA's target;
+  mse   mean over pairs and d_T of (model(y) - teacher(x))^2: the distance to SentA's target (None
+        for a model outside the teacher's space: any other model);
   pool  the pool size actually used.
 Languages are grouped by their TRAIN pair count: low-resource below a threshold, else high-resource;
 each group gets the mean of its languages' figures.
 
 Embeddings (an Encoder maps N texts to (N, d_T) float32 on the CPU, batched, under no_grad):
   teacher   the teacher's sentence embedding (its own pooling and normalisation), on both sides;
-  student   P_s(mean_pool(last hidden states)): the projection into the teacher's space that SentA
-            trains, so the MSE to the teacher is meaningful.
+  student   P_s(mean_pool(last hidden states)), normalised when the teacher's embedding is: the
+            projection into the teacher's space that SentA trains (so the MSE to the teacher is
+            meaningful), and exactly what the export's sentence-transformers model computes;
+  any other model (a sentence-transformers or Hugging Face path or hub name: LaBSE, a
+            paraphrase-multilingual model, another student) its `SentenceTransformer.encode` (its own
+            pipeline, prompt and max_seq_length; a plain HF encoder is mean-pooled).
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +37,10 @@ from torch import Tensor
 from mmkd.corpus.schema import SPLITS, column, language_counts, load_corpus
 from mmkd.data.tokenization import encode_texts
 from mmkd.errors import MMKDError
+from mmkd.models.model_files import model_dir
 from mmkd.models.pooling import mean_pool
 from mmkd.models.student import STUDENT_FILE, MMKDStudent, load_student
-from mmkd.models.teacher import Teacher, load_teacher
+from mmkd.models.teacher import Teacher, load_teacher, sentence_pipeline
 
 Encoder = Callable[[Sequence[str]], Tensor]  # N texts -> (N, d_T) float32, CPU
 TEACHER = "teacher"  # the model name that selects the teacher (on both sides)
@@ -88,14 +94,18 @@ def group_languages(train_pairs: Mapping[str, int], languages: Sequence[str], be
     return {"high": [lang for lang in languages if lang not in low], "low": low}
 
 
-def group_means(per_language: Mapping[str, Mapping[str, Mapping[str, float]]], groups: Mapping[str, list[str]]
-                ) -> dict[str, dict[str, Any]]:
-    """Mean of each model's figures over each group's languages; per_language[lang][model][metric]."""
+def group_means(per_language: Mapping[str, Mapping[str, Mapping[str, float | None]]],
+                groups: Mapping[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """Mean of each model's figures over each group's languages; per_language[lang][model][metric]
+    (a metric that is None, the MSE of a model outside the teacher's space, stays None)."""
+    def mean(values: list[float | None]) -> float | None:
+        return None if None in values else sum(values) / len(values)
+
     means = {}
     for group, langs in groups.items():
         models = per_language[langs[0]].keys() if langs else ()
         means[group] = {"languages": list(langs), "models": {
-            model: {metric: sum(per_language[lang][model][metric] for lang in langs) / len(langs)
+            model: {metric: mean([per_language[lang][model][metric] for lang in langs])
                     for metric in per_language[langs[0]][model]} for model in models}}
     return means
 
@@ -120,19 +130,22 @@ def teacher_encoder(teacher: Teacher, max_length: int, batch_size: int, device: 
 
     def encode(texts: list[str]) -> Tensor:
         encoded = encode_texts(teacher.tokenizer, texts, max_length=max_length)
-        return teacher.encode(encoded["input_ids"].to(device), encoded["attention_mask"].to(device)).sentence_embedding
+        return teacher.encode(encoded["input_ids"].to(device), encoded["attention_mask"].to(device),
+                              texts).sentence_embedding
 
     return lambda texts: batched(encode, texts, batch_size)
 
 
-def student_encoder(student: MMKDStudent, max_length: int, batch_size: int, device: torch.device) -> Encoder:
-    """P_s(mean_pool(last hidden)) (B, d_T) of a student already on `device`; eval mode while encoding."""
+def student_encoder(student: MMKDStudent, max_length: int, batch_size: int, device: torch.device,
+                    normalize: bool = False) -> Encoder:
+    """The student's sentence embedding (B, d_T), P_s(mean_pool(last hidden)), unit length when `normalize`
+    (as the teacher's is): what the export's sentence-transformers model computes. The student is
+    already on `device`; eval mode while encoding."""
 
     def encode(texts: list[str]) -> Tensor:
         encoded = encode_texts(student.tokenizer, texts, max_length=max_length)
-        mask = encoded["attention_mask"].to(device)
-        hidden = student.hidden_states(encoded["input_ids"].to(device), mask)
-        return student.heads.sentence(mean_pool(hidden, mask))
+        embeddings = student.sentence_embedding(encoded["input_ids"].to(device), encoded["attention_mask"].to(device))
+        return F.normalize(embeddings, dim=-1) if normalize else embeddings
 
     def encode_all(texts: Sequence[str]) -> Tensor:
         with student.evaluating():
@@ -155,26 +168,36 @@ def parse_models(text: str) -> dict[str, str]:
     return models
 
 
+def is_student(model: str) -> bool:
+    """True for an MMKD student directory (`mmkd init-student` output or a training run's export/hf)."""
+    return (Path(model) / STUDENT_FILE).is_file()
+
+
 def load_student_encoder(model: str, teacher: Teacher, max_length: int, batch_size: int, device: torch.device
                          ) -> Encoder:
-    """The encoder of a student directory (`mmkd init-student` output or a training run's export/hf)."""
-    path = Path(model)
-    if not path.is_dir():
-        raise MMKDError(f"model {model}: no such directory (give '{TEACHER}', a student directory or "
-                        f"a training run's export/hf)")
-    if not (path / STUDENT_FILE).is_file():
-        raise MMKDError(f"model {model}: not an MMKD student directory (no {STUDENT_FILE}); a training "
-                        f"run's student is in <output_dir>/export/hf")
-    student = load_student(path, teacher_hidden_size=teacher.hidden_size).to(device)
-    return student_encoder(student, max_length, batch_size, device)
+    """The encoder of a student directory (`is_student`)."""
+    student = load_student(Path(model), teacher_hidden_size=teacher.hidden_size).to(device)
+    return student_encoder(student, max_length, batch_size, device, normalize=teacher.normalize)
+
+
+def sentence_transformer_encoder(model: str, batch_size: int, device: torch.device) -> Encoder:
+    """`SentenceTransformer.encode` of any model path or hub name (its own pipeline, default prompt and
+    max_seq_length; a plain Hugging Face encoder is mean-pooled). MMKDError when it cannot be loaded."""
+    pipeline = sentence_pipeline(model_dir(model, "model"), role="model").to(device)
+
+    def encode(texts: list[str]) -> Tensor:  # encode runs under inference_mode: clone into a normal tensor
+        return pipeline.encode(texts, batch_size=len(texts), convert_to_tensor=True, show_progress_bar=False).clone()
+
+    return lambda texts: batched(encode, texts, batch_size)
 
 
 # ---- the evaluation ----
 def evaluate_split(split: Any, encoders: Mapping[str, Encoder], teacher_encode: Encoder | None, pool: int,
-                   seed: int) -> dict[str, dict[str, Any]]:
+                   seed: int, other_space: Collection[str] = ()) -> dict[str, dict[str, Any]]:
     """{lang: {"pool": n, "models": {label: {"x2y", "y2x"[, "mse"]}}}} on a corpus split (Dataset).
 
-    Each distinct x is encoded once per model. "mse" (to teacher(x)) only with a teacher_encode.
+    Each distinct x is encoded once per model. "mse" (to teacher(x)) only with a teacher_encode; None
+    for the labels in `other_space` (models that do not embed into the teacher's space).
     """
     texts = list(zip(column(split, "src"), column(split, "tgt")))
     rows = pool_rows(column(split, "lang"), texts, pool, seed)
@@ -193,7 +216,7 @@ def evaluate_split(split: Any, encoders: Mapping[str, Encoder], teacher_encode: 
             start += len(lang_rows)
             scores = retrieval_scores(all_x[x_rows], y)
             if teacher_x is not None:
-                scores["mse"] = mean_squared_distance(y, teacher_x[x_rows])
+                scores["mse"] = None if label in other_space else mean_squared_distance(y, teacher_x[x_rows])
             results[lang]["models"][label] = scores
     return results
 
@@ -201,28 +224,41 @@ def evaluate_split(split: Any, encoders: Mapping[str, Encoder], teacher_encode: 
 def evaluate_retrieval(corpus: str | Path, models: Mapping[str, str], *, split: str = "test",
                        teacher: str | None = None, pool: int = 1000, seed: int = 0, batch_size: int = 64,
                        max_length: int = 128, low_resource_below: int = LOW_RESOURCE_BELOW,
-                       device: str | None = None) -> dict[str, Any]:
-    """The retrieval report of `models` ({label: "teacher" | student directory}) on a corpus split."""
+                       device: str | None = None, out_of_domain: str | None = None) -> dict[str, Any]:
+    """The retrieval report of `models` ({label: "teacher" | student directory | any sentence-transformers
+    or Hugging Face path or hub name}) on a corpus split, or, with `out_of_domain` (a source of
+    mmkd.evaluation.out_of_domain), on that source's pairs whose English is in no split of the corpus;
+    languages are grouped by the corpus's train pairs either way."""
     if split not in SPLITS:
         raise MMKDError(f"{corpus}: no split {split!r} (a corpus has {', '.join(SPLITS)})")
     if pool < 1:
         raise MMKDError(f"--pool {pool}: must be at least 1")
     dsd = load_corpus(corpus)
+    train_pairs = {lang: row["train"] for lang, row in language_counts(dsd).items()}
+    source_report = None
+    if out_of_domain is not None:
+        from mmkd.evaluation.out_of_domain import build_out_of_domain
+
+        langs = [lang for lang, count in train_pairs.items() if count > 0]
+        ood, source_report = build_out_of_domain(out_of_domain, langs, dsd)
+        dsd, split = ood, "test"
     if len(dsd[split]) == 0:
-        raise MMKDError(f"{corpus}: split {split!r} is empty")
+        raise MMKDError(f"{out_of_domain or corpus}: split {split!r} is empty")
     run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     the_teacher = load_teacher(teacher)
     teacher_encode = teacher_encoder(the_teacher, max_length, batch_size, run_device)
     encoders = {label: teacher_encode if model == TEACHER else
-                load_student_encoder(model, the_teacher, max_length, batch_size, run_device)
+                load_student_encoder(model, the_teacher, max_length, batch_size, run_device) if is_student(model)
+                else sentence_transformer_encoder(model, batch_size, run_device)
                 for label, model in models.items()}
-    per_language = evaluate_split(dsd[split], encoders, teacher_encode, pool, seed)
-    train_pairs = {lang: row["train"] for lang, row in language_counts(dsd).items()}
+    other_space = [label for label, model in models.items() if model != TEACHER and not is_student(model)]
+    per_language = evaluate_split(dsd[split], encoders, teacher_encode, pool, seed, other_space)
     groups = group_languages(train_pairs, list(per_language), low_resource_below)
     languages = {lang: {**result, "train_pairs": train_pairs.get(lang, 0),
                         "group": "low" if lang in groups["low"] else "high"}
                  for lang, result in per_language.items()}
-    return {"corpus": str(corpus), "split": split, "pool": pool, "seed": seed, "max_length": max_length,
+    return {"corpus": str(corpus), "split": split if out_of_domain is None else "out-of-domain",
+            "out_of_domain": source_report, "pool": pool, "seed": seed, "max_length": max_length,
             "teacher": the_teacher.name, "models": dict(models), "low_resource_below": low_resource_below,
             "languages": languages,
             "groups": group_means({lang: r["models"] for lang, r in per_language.items()}, groups)}
@@ -252,7 +288,8 @@ def markdown_table(report: Mapping[str, Any]) -> str:
 
     def cells(models: Mapping[str, Mapping[str, float]]) -> list[str]:
         return [cell for label in labels for cell in (percent(models[label]["x2y"]), percent(models[label]["y2x"]),
-                                                      f"{models[label]['mse']:.4g}")]
+                                                      "–" if models[label]["mse"] is None
+                                                      else f"{models[label]['mse']:.4g}")]
 
     for lang, result in report["languages"].items():
         lines.append("| " + " | ".join([lang, str(result["train_pairs"]), str(result["pool"]),

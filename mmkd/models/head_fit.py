@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from mmkd.data.span_matching import match_spans, token_spans
 from mmkd.data.tokenization import encode_texts
@@ -50,21 +51,23 @@ def ridge_fit(inputs: Tensor, targets: Tensor, ridge: float = RIDGE) -> Tensor:
 
 @torch.no_grad()
 def fit_projection_heads(student: MMKDStudent, teacher: Teacher, english: Sequence[str],
-                         max_length: int = 128, batch_size: int = 64, seed: int = 0) -> HeadFitReport:
+                         max_length: int = 128, batch_size: int = 64, seed: int = 0,
+                         progress: bool = False) -> HeadFitReport:
     """Set student.heads (P_s, P_w) by ridge regression on up to FIT_SENTENCES distinct sentences of
-    `english`, sampled with `seed`."""
+    `english`, sampled with `seed`; `progress` shows a bar over the encoding batches."""
     texts = list(dict.fromkeys(text for text in english if text.strip()))
     texts = random.Random(seed).sample(texts, min(FIT_SENTENCES, len(texts)))
     if len(texts) < 2:
         raise MMKDError(f"projection head fit: needs at least 2 distinct English sentences, got {len(texts)}")
     sentence_s, sentence_t, token_s, token_t = [], [], [], []
     with student.evaluating():
-        for start in range(0, len(texts), batch_size):
+        for start in tqdm(range(0, len(texts), batch_size), desc="projection head fit", unit="batch",
+                          disable=not progress, dynamic_ncols=True):
             batch = texts[start:start + batch_size]
             s_enc = encode_texts(student.tokenizer, batch, max_length=max_length)
             t_enc = encode_texts(teacher.tokenizer, batch, max_length=max_length)
             s_states = student.hidden_states(s_enc["input_ids"], s_enc["attention_mask"]).float()
-            t_out = teacher.encode(t_enc["input_ids"], t_enc["attention_mask"])
+            t_out = teacher.encode(t_enc["input_ids"], t_enc["attention_mask"], batch)
             sentence_s.append(mean_pool(s_states, s_enc["attention_mask"]))
             sentence_t.append(t_out.sentence_embedding)
             matches = match_spans(token_spans(s_enc, 0, student.tokenizer.all_special_ids),

@@ -1,10 +1,16 @@
-"""`mmkd init-student`: a multilingual student made from an English (or any BERT) encoder.
+"""`mmkd init-student`: a multilingual student made from an English (or any BERT or RoBERTa-family)
+encoder, or an existing multilingual masked LM kept whole (`keep_vocab`).
 
+With `keep_vocab` the source (any transformers masked LM: mBERT, XLM-R, DistilBERT, MPNet, DeBERTa, ...)
+is the student as it is, its own tokenizer and vocabulary included; only step 4 runs. Otherwise:
 1. Train a WordPiece vocabulary on the corpus text (`mmkd.models.vocabulary`).
 2. Build a BertForMaskedLM with that vocabulary and the source encoder's shape, and copy every
    encoder weight of the source except the word embeddings (position and segment embeddings,
    embedding LayerNorm, all transformer layers; the MLM head's transform too when the source has one,
    else it is initialised fresh from the seed; the decoder is tied to the word embeddings, its bias 0).
+   A RoBERTa-family source (RoBERTa, XLM-R, CamemBERT: the same layers as BERT) is first read as a
+   BERT: its position ids start after its padding id (position p of a BERT is its row p + pad + 1),
+   its LM head's dense and LayerNorm are BERT's MLM transform.
 3. Word embeddings: a student token the source knows (same string, "##" included, and reachable:
    the source's normaliser leaves it unchanged; an uncased source has "é" in its vocabulary but never
    produces it, so that row is untrained) gets the source's row; special tokens take the source's
@@ -29,21 +35,22 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
 from mmkd.errors import MMKDError
 from mmkd.models.head_fit import HeadFitReport, fit_projection_heads
 from mmkd.models.heads import create_projection_heads
 from mmkd.models.model_files import model_dir, weights_sha256
-from mmkd.models.student import MMKDStudent
-from mmkd.models.teacher import load_teacher, teacher_files
+from mmkd.models.student import MMKDStudent, load_student_mlm
+from mmkd.models.teacher import load_teacher
 from mmkd.models.vocabulary import CONTINUATION_PREFIX, DEFAULT_VOCAB_SIZE, train_wordpiece
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
 
 SPECIAL_ROLES = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
+ROBERTA_FAMILY = ("roberta", "xlm-roberta", "camembert")  # BERT layers, positions offset by pad + 1
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"  # key in the encoder (BertModel) state dict
 TRANSFORM_PREFIX = "cls.predictions.transform."  # the MLM head's dense + LayerNorm in BertForMaskedLM
 
@@ -60,8 +67,8 @@ class EmbeddingCounts:
 @dataclass
 class InitStudentReport:
     vocab_size: int
-    vocab_seconds: float  # wall time of the vocabulary training
-    embeddings: EmbeddingCounts
+    vocab_seconds: float  # wall time of the vocabulary training (0 with keep_vocab)
+    embeddings: EmbeddingCounts | None  # None with keep_vocab: the source's own embeddings are kept
     transform_from_source: bool  # the MLM head's transform was copied (else initialised fresh)
     d_student: int
     d_teacher: int
@@ -142,15 +149,45 @@ def transformers_errors_only():
 
 
 def load_source(directory: Path) -> tuple[BertForMaskedLM, bool]:
-    """The source encoder as a BertForMaskedLM, and whether its checkpoint had the MLM transform."""
+    """The source encoder as a BertForMaskedLM, and whether its checkpoint had the MLM transform.
+    A RoBERTa-family source is converted (`bert_from_roberta`); other model types are refused."""
     config = AutoConfig.from_pretrained(directory)
-    if config.model_type != "bert":
-        raise MMKDError(f"source {directory}: model_type {config.model_type!r} is not 'bert'; init-student "
-                        f"copies the layers of a BERT encoder (MiniLM, bert-base-multilingual-cased, ...)")
+    if config.model_type not in ("bert", *ROBERTA_FAMILY):
+        raise MMKDError(f"source {directory}: model_type {config.model_type!r}: init-student copies the layers of "
+                        f"a BERT or RoBERTa-family encoder into a new vocabulary; to keep this model and its own "
+                        f"vocabulary as the student, use --keep-vocab")
     with transformers_errors_only():
         source, loading = AutoModelForMaskedLM.from_pretrained(directory, output_loading_info=True)
-    has_transform = not any(key.startswith(TRANSFORM_PREFIX) for key in loading["missing_keys"])
-    return source, has_transform
+    if config.model_type == "bert":
+        has_transform = not any(key.startswith(TRANSFORM_PREFIX) for key in loading["missing_keys"])
+        return source, has_transform
+    has_transform = not any(key.startswith(("lm_head.dense", "lm_head.layer_norm")) for key in loading["missing_keys"])
+    return bert_from_roberta(source), has_transform
+
+
+def bert_from_roberta(source: PreTrainedModel) -> BertForMaskedLM:
+    """A BertForMaskedLM computing what the RoBERTa-family masked LM `source` computes on the same ids:
+    position row p is the source's row p + padding_idx + 1 (RoBERTa numbers positions after its pad id),
+    so max_position_embeddings shrinks by that offset; the LM head's dense and LayerNorm become the MLM
+    transform (the decoder is tied to the word embeddings in both, its bias copied)."""
+    offset = source.config.pad_token_id + 1
+    config = BertConfig.from_dict({**source.config.to_dict(), "model_type": "bert",
+                                   "max_position_embeddings": source.config.max_position_embeddings - offset,
+                                   "architectures": ["BertForMaskedLM"], "tie_word_embeddings": True})
+    bert = BertForMaskedLM(config)
+    state = source.base_model.state_dict()
+    state["embeddings.position_embeddings.weight"] = state["embeddings.position_embeddings.weight"][offset:]
+    loaded = bert.bert.load_state_dict({key: value for key, value in state.items() if key in bert.bert.state_dict()},
+                                       strict=False)
+    if loaded.missing_keys:
+        raise MMKDError(f"source {source.name_or_path}: weights missing for a BERT of its config: {loaded.missing_keys}")
+    head = source.lm_head
+    with torch.no_grad():
+        bert.cls.predictions.transform.dense.load_state_dict(head.dense.state_dict())
+        bert.cls.predictions.transform.LayerNorm.load_state_dict(head.layer_norm.state_dict())
+        bert.cls.predictions.bias.copy_(head.bias)
+    bert.name_or_path = source.name_or_path
+    return bert.eval()
 
 
 def student_mlm(tokenizer: PreTrainedTokenizerBase, source: BertForMaskedLM, source_has_transform: bool,
@@ -178,40 +215,59 @@ def student_mlm(tokenizer: PreTrainedTokenizerBase, source: BertForMaskedLM, sou
 
 
 def make_student(texts: Iterable[str], source: str | None = None, teacher: str | None = None,
-                 vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0,
-                 english: Sequence[str] = ()) -> tuple[MMKDStudent, InitStudentReport]:
-    """A new student (in memory, eval mode) whose vocabulary is trained on `texts`. `source` = encoder
-    whose layers are copied (default: the teacher); `teacher` = teacher path or hub name (default: the
-    packaged all-MiniLM-L6-v2), which sets d_T. With `english` sentences, the projection heads are
-    fitted on them against the teacher (see mmkd.models.head_fit); without, they are seeded random."""
-    teacher_directory, teacher_sha256 = teacher_files(teacher)
-    d_teacher = AutoConfig.from_pretrained(teacher_directory).hidden_size
+                 vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0, english: Sequence[str] = (),
+                 keep_vocab: bool = False, progress: bool = False) -> tuple[MMKDStudent, InitStudentReport]:
+    """A new student (in memory, eval mode). `source` = encoder whose layers are copied into a vocabulary
+    trained on `texts` (default: the teacher), or with `keep_vocab` the masked LM kept whole with its own
+    tokenizer (`texts` unused); `teacher` = teacher path or hub name (default: the packaged
+    all-MiniLM-L6-v2), which sets d_T. With `english` sentences, the projection heads are fitted on them
+    against the teacher (see mmkd.models.head_fit); without, they are seeded random. `progress` shows
+    progress bars for the vocabulary training and the head fit."""
+    teacher_model = load_teacher(teacher)
+    d_teacher, teacher_sha256 = teacher_model.hidden_size, teacher_model.weights_sha256
+    teacher_directory = Path(teacher_model.name) if teacher is None else model_dir(teacher, "teacher")
+    if keep_vocab and source is None:
+        raise MMKDError("init-student --keep-vocab: name the student model to keep with --source")
     source_directory = teacher_directory if source is None else model_dir(source, "source")
-    source_model, source_has_transform = load_source(source_directory)
+    start = time.perf_counter()
+    if keep_vocab:
+        mlm, tokenizer, counts, transform_from_source = kept_mlm(source_directory)
+    else:
+        source_model, transform_from_source = load_source(source_directory)
+        source_tokenizer = AutoTokenizer.from_pretrained(source_directory)
+        tokenizer = train_wordpiece(texts, vocab_size, model_max_length=source_model.config.max_position_embeddings,
+                                    progress=progress)
+        mlm, counts = student_mlm(tokenizer, source_model, transform_from_source, source_tokenizer, seed)
+    vocab_seconds = 0.0 if keep_vocab else time.perf_counter() - start
     if source is None:
         source_name, source_sha256 = str(teacher_directory if teacher is None else teacher), teacher_sha256
     else:
         source_name, source_sha256 = source, weights_sha256(source_directory)
-    source_tokenizer = AutoTokenizer.from_pretrained(source_directory)
-    start = time.perf_counter()
-    tokenizer = train_wordpiece(texts, vocab_size, model_max_length=source_model.config.max_position_embeddings)
-    vocab_seconds = time.perf_counter() - start
-    mlm, counts = student_mlm(tokenizer, source_model, source_has_transform, source_tokenizer, seed)
     heads = create_projection_heads(mlm.config.hidden_size, d_teacher, seed)
     student = MMKDStudent(mlm, heads, tokenizer, {"name": source_name, "weights_sha256": source_sha256})
-    head_fit = fit_projection_heads(student, load_teacher(teacher), english, seed=seed) if english else None
+    head_fit = fit_projection_heads(student, teacher_model, english, seed=seed, progress=progress) if english else None
     report = InitStudentReport(vocab_size=len(tokenizer), vocab_seconds=vocab_seconds, embeddings=counts,
-                               transform_from_source=source_has_transform, d_student=student.d_student,
+                               transform_from_source=transform_from_source, d_student=student.d_student,
                                d_teacher=d_teacher, source=student.source, head_fit=head_fit)
     return student.eval(), report
 
 
+def kept_mlm(directory: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, None, bool]:
+    """(masked LM, its own fast tokenizer, None, True) of a source kept whole as the student (keep_vocab)."""
+    mlm = load_student_mlm(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    if not tokenizer.is_fast:
+        raise MMKDError(f"source {directory}: no fast tokenizer (tokenizer.json), needed for offsets")
+    return mlm.eval(), tokenizer, None, True
+
+
 def init_student(texts: Iterable[str], out: str | Path, source: str | None = None, teacher: str | None = None,
-                 vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0, english: Sequence[str] = ()) -> InitStudentReport:
+                 vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0, english: Sequence[str] = (),
+                 keep_vocab: bool = False, progress: bool = False) -> InitStudentReport:
     """`make_student`, saved to `out` (a new or empty directory)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MMKDError(f"{out}: exists and is not an empty directory; init-student writes a new student")
-    student, report = make_student(texts, source, teacher, vocab_size, seed, english)
+    student, report = make_student(texts, source, teacher, vocab_size, seed, english, keep_vocab, progress)
     student.save(out)
     return report

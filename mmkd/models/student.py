@@ -19,8 +19,10 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, P
 from mmkd.errors import MMKDError
 from mmkd.models.heads import HEADS_FILE, ProjectionHeads, create_projection_heads
 from mmkd.models.model_files import model_dir, weights_sha256
+from mmkd.models.pooling import mean_pool
 
 STUDENT_FILE = "mmkd_student.json"
+MASKED_LM_HEADS = ("cls", "lm_head", "predictions")  # transformers' attribute names of the MLM head
 
 
 class MMKDStudent(nn.Module):
@@ -77,12 +79,37 @@ class MMKDStudent(nn.Module):
         inputs = self.model_inputs(input_ids, attention_mask, token_type_ids)
         return self.mlm.base_model(**inputs).last_hidden_state
 
-    def mlm_forward(self, input_ids: Tensor, attention_mask: Tensor,
-                    token_type_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """One forward pass: MLM logits (B, L, V) and the last-layer states (B, L, d_S) they come from."""
+    def sentence_embedding(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """P_s(mean_pool(last-layer states)) (B, d_T): the student's sentence embedding in the teacher's space,
+        the one SentA trains (method section 3) and the export's Dense module applies."""
+        return self.heads.sentence(mean_pool(self.hidden_states(input_ids, attention_mask), attention_mask))
+
+    @property
+    def masked_lm_head(self) -> nn.Module | None:
+        """The module mapping last-layer states (..., d_S) to vocabulary logits (..., V), when the
+        model has one under a known name (`cls`: BERT family; `lm_head`: RoBERTa, XLM-R; `predictions`:
+        ALBERT); None otherwise (`mlm_forward` then scores every position and selects)."""
+        for name in MASKED_LM_HEADS:
+            head = getattr(self.mlm, name, None)
+            if isinstance(head, nn.Module):
+                return head
+        return None
+
+    def mlm_forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None,
+                    rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One encoder pass: MLM logits and the last-layer states (B, L, d_S) they come from.
+
+        rows None: logits (B, L, V) at every position. rows a bool (B, L) mask: logits (K, V) of its K
+        True positions in row-major order, the head run on those K states only (V x d_S x K
+        multiply-adds instead of V x d_S x B x L; TLM passes its masked positions).
+        """
         inputs = self.model_inputs(input_ids, attention_mask, token_type_ids)
+        head = self.masked_lm_head
+        if rows is not None and head is not None:
+            hidden = self.mlm.base_model(**inputs).last_hidden_state
+            return head(hidden[rows]), hidden
         out = self.mlm(**inputs, output_hidden_states=True)
-        return out.logits, out.hidden_states[-1]
+        return (out.logits if rows is None else out.logits[rows]), out.hidden_states[-1]
 
     def save(self, path: str | Path) -> Path:
         """Write the student directory (see the module docstring); returns it."""
@@ -110,6 +137,14 @@ def read_student_file(directory: Path) -> dict | None:
     return description
 
 
+def load_student_mlm(directory: Path) -> PreTrainedModel:
+    """The masked-LM model of a local model directory (any transformers family with one)."""
+    try:
+        return AutoModelForMaskedLM.from_pretrained(directory)
+    except ValueError as err:  # a config type without a masked-LM class
+        raise MMKDError(f"student {directory}: no masked-LM model for this config: {err}") from err
+
+
 def load_student(path_or_name: str | Path, teacher_hidden_size: int | None = None) -> MMKDStudent:
     """Load a student directory, or make a student of any masked-LM model (path or hub name).
 
@@ -118,10 +153,7 @@ def load_student(path_or_name: str | Path, teacher_hidden_size: int | None = Non
     needs `teacher_hidden_size` (d_T).
     """
     directory = model_dir(path_or_name, "student")
-    try:
-        mlm = AutoModelForMaskedLM.from_pretrained(directory)
-    except ValueError as err:  # a config type without a masked-LM class
-        raise MMKDError(f"student {directory}: no masked-LM model for this config: {err}") from err
+    mlm = load_student_mlm(directory)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     if not tokenizer.is_fast:
         raise MMKDError(f"student {directory}: no fast tokenizer (tokenizer.json), needed for offsets")

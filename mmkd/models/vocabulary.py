@@ -70,11 +70,12 @@ def with_full_alphabet(backend: Tokenizer, trained: list[str], vocab_size: int) 
 
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE,
-                    model_max_length: int = DEFAULT_MAX_LENGTH) -> BertTokenizer:
-    """Train a lower-casing, accent-keeping WordPiece vocabulary of `vocab_size` tokens on `texts`."""
+                    model_max_length: int = DEFAULT_MAX_LENGTH, progress: bool = False) -> BertTokenizer:
+    """Train a lower-casing, accent-keeping WordPiece vocabulary of `vocab_size` tokens on `texts`
+    (`progress`: the tokenizers trainer's own progress bars)."""
     backend = wordpiece_backend()
     trainer = WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                               continuing_subword_prefix=CONTINUATION_PREFIX, show_progress=False)
+                               continuing_subword_prefix=CONTINUATION_PREFIX, show_progress=progress)
     backend.train_from_iterator(texts, trainer)
     trained_ids = backend.get_vocab()
     trained = sorted(trained_ids, key=trained_ids.get)

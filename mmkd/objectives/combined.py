@@ -3,7 +3,8 @@
 L = w_tlm L_TLM + w_xwcl L_XWCL + w_sent L_SentA + w_struct_sent L_StrucA(sentence)
     + w_struct_tok L_StrucA(token)
 A term whose weight is 0 is not computed, and a student forward pass that no remaining term needs
-is not run: TLM pass (tlm, xwcl), x alone (senta, struca_tok), y alone (senta, struca_sent).
+is not run: TLM pass (tlm, xwcl), x alone (senta, struca_tok), y alone (senta, struca_sent). The
+MLM head runs on the masked TLM positions only, and not at all when w_tlm is 0.
 The passes and each term run in `mmkd.phases.phase` ranges (student_forward, loss/<term>) for
 `mmkd profile`; with no profiler recording they cost ~1 us each.
 """
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from mmkd.models.pooling import mean_pool
 from mmkd.objectives.gather import gather_rows
 from mmkd.objectives.sentence import senta_loss
-from mmkd.objectives.structure import FORMS, IMPLS, struca_loss
+from mmkd.objectives.structure import FORMS, IMPLS, SENTENCE_MODES, cross_lingual_struca_loss, struca_loss
 from mmkd.objectives.tlm import IGNORE_INDEX, tlm_loss
 from mmkd.objectives.word import gather_candidates, xwcl_loss
 from mmkd.phases import phase
@@ -69,15 +70,28 @@ class MMKDLoss(nn.Module):
     """The MMKD objective on one batch (architecture.md "Batches") and its cached teacher outputs.
 
     tau_w: XWCL temperature; tau, struct_form, struct_impl: StrucA's (both granularities).
+    struct_sent_mode: sentence StrucA "monolingual" (the method's: e^S(y) among themselves) or
+    "cross_lingual" (structure.cross_lingual_struca_loss: P_s e^S(y_i) against every P_s e^S(x_j)).
     gather_negatives: XWCL negatives from every data-parallel rank. gather_sentence_rows: sentence
-    StrucA over the global batch; gradients flow to the local rows only, scaled by the world size so
-    that the data-parallel average of the ranks' gradients is the global loss's gradient.
+    StrucA over the global batch; gather_token_rows: token StrucA over the matched tokens of every
+    rank (N ~ 7k at the paper's shapes on 8 ranks, against ~0.8k per rank). Gathered, gradients flow
+    to the local rows only, scaled by the world size so that the data-parallel average of the ranks'
+    gradients is the global loss's gradient.
+    The MLM head scores the masked TLM positions only; full_logits scores every position (the same
+    loss at ~V x d_S x B x L more FLOPs: the layout before issue 14, which scripts/bench_step.py
+    measures against).
     """
 
     def __init__(self, weights: LossWeights | None = None, *, tau_w: float = 0.05, tau: float = 0.1,
                  struct_form: str = "kl", struct_impl: str = "auto", gather_negatives: bool = False,
-                 gather_sentence_rows: bool = False) -> None:
+                 gather_sentence_rows: bool = False, gather_token_rows: bool = False,
+                 full_logits: bool = False, struct_sent_mode: str = "monolingual") -> None:
         super().__init__()
+        if struct_sent_mode not in SENTENCE_MODES:
+            raise ValueError(f"MMKDLoss: struct_sent_mode must be one of {SENTENCE_MODES}, got {struct_sent_mode!r}")
+        if struct_sent_mode == "cross_lingual" and gather_sentence_rows:
+            raise ValueError("MMKDLoss: struct_sent_mode cross_lingual works within the local batch; "
+                             "set gather_sentence_rows false")
         if struct_form not in FORMS:
             raise ValueError(f"MMKDLoss: struct_form must be one of {FORMS}, got {struct_form!r}")
         if struct_impl not in IMPLS:
@@ -86,41 +100,53 @@ class MMKDLoss(nn.Module):
         self.tau_w, self.tau = tau_w, tau
         self.struct_form, self.struct_impl = struct_form, struct_impl
         self.gather_negatives, self.gather_sentence_rows = gather_negatives, gather_sentence_rows
+        self.gather_token_rows, self.full_logits = gather_token_rows, full_logits
+        self.struct_sent_mode = struct_sent_mode
 
     def forward(self, student: MMKDStudent, batch: Mapping[str, Tensor],
                 teacher: TeacherOutputs) -> MMKDLossOutput:
         """The terms and their weighted total; `teacher` holds the teacher's outputs for the batch's x."""
         w = self.weights
+        cross_lingual = bool(w.w_struct_sent) and self.struct_sent_mode == "cross_lingual"
         terms: dict[str, Tensor] = {}
         with phase("student_forward"):  # the passes in the order that draws their dropout masks
-            if w.w_tlm or w.w_xwcl:
-                logits, hidden_tlm = student.mlm_forward(batch["tlm_input_ids"], batch["tlm_attention_mask"],
-                                                         batch["tlm_token_type_ids"])
-            if w.w_sent or w.w_struct_tok:
+            tlm_inputs = (batch["tlm_input_ids"], batch["tlm_attention_mask"], batch["tlm_token_type_ids"])
+            if w.w_tlm:
+                masked = batch["tlm_labels"] != IGNORE_INDEX
+                logits, hidden_tlm = student.mlm_forward(*tlm_inputs, rows=None if self.full_logits else masked)
+                labels = batch["tlm_labels"] if self.full_logits else batch["tlm_labels"][masked]
+            elif w.w_xwcl:
+                hidden_tlm = student.hidden_states(*tlm_inputs)
+            if w.w_sent or w.w_struct_tok or cross_lingual:
                 hidden_x = student.hidden_states(batch["x_input_ids"], batch["x_attention_mask"])
             if w.w_sent or w.w_struct_sent:
                 hidden_y = student.hidden_states(batch["y_input_ids"], batch["y_attention_mask"])
                 pooled_y = mean_pool(hidden_y, batch["y_attention_mask"])
         if w.w_tlm:
             with phase("loss/tlm"):
-                terms["tlm"] = tlm_loss(logits, batch["tlm_labels"])
+                terms["tlm"] = tlm_loss(logits, labels)
         if w.w_xwcl:
             with phase("loss/xwcl"):
                 terms["xwcl"] = self._xwcl(student, batch, teacher, hidden_tlm)
+        if w.w_sent or cross_lingual:
+            project = student.heads.sentence
+            projected_x = project(mean_pool(hidden_x, batch["x_attention_mask"]))
+            projected_y = project(pooled_y)
         if w.w_sent:
             with phase("loss/senta"):
-                project = student.heads.sentence
-                pooled_x = mean_pool(hidden_x, batch["x_attention_mask"])
-                terms["senta"] = senta_loss(project(pooled_x), project(pooled_y), teacher.sentence_embedding)
+                terms["senta"] = senta_loss(projected_x, projected_y, teacher.sentence_embedding)
         if w.w_struct_sent:
             with phase("loss/struca_sent"):
-                terms["struca_sent"] = self._struca_sentence(pooled_y, teacher.sentence_embedding)
+                terms["struca_sent"] = (
+                    cross_lingual_struca_loss(projected_y, projected_x, teacher.sentence_embedding, tau=self.tau,
+                                              form=self.struct_form) if cross_lingual
+                    else self._struca(pooled_y, teacher.sentence_embedding, self.gather_sentence_rows))
         if w.w_struct_tok:
             with phase("loss/struca_tok"):
                 match = batch["match_x"]
-                terms["struca_tok"] = struca_loss(hidden_x[match[:, 0], match[:, 1]],
-                                                  teacher.token_states[match[:, 0], match[:, 2]],
-                                                  tau=self.tau, form=self.struct_form, impl=self.struct_impl)
+                terms["struca_tok"] = self._struca(hidden_x[match[:, 0], match[:, 1]],
+                                                   teacher.token_states[match[:, 0], match[:, 2]],
+                                                   self.gather_token_rows)
         total = sum(getattr(w, TERM_WEIGHTS[name]) * value for name, value in terms.items())
         return MMKDLossOutput(total, {name: value.detach() for name, value in terms.items()})
 
@@ -141,15 +167,14 @@ class MMKDLoss(nn.Module):
             positives = positives + offset
         return xwcl_loss(queries, candidates, positives, self.tau_w)
 
-    def _struca_sentence(self, pooled_y: Tensor, teacher_embedding: Tensor) -> Tensor:
-        """StrucA over sentences, U = e^S(y) (no projection), V = e^T(x); global batch if gathering."""
-        if not self.gather_sentence_rows:
-            return struca_loss(pooled_y, teacher_embedding, tau=self.tau, form=self.struct_form,
-                               impl=self.struct_impl)
-        student_rows, _ = gather_rows(pooled_y)
-        teacher_rows, _ = gather_rows(teacher_embedding)
-        loss = struca_loss(student_rows, teacher_rows, tau=self.tau, form=self.struct_form,
-                           impl=self.struct_impl)
+    def _struca(self, student_rows: Tensor, teacher_rows: Tensor, gather: bool) -> Tensor:
+        """StrucA over this rank's rows (sentence: U = e^S(y), V = e^T(x); token: matched states), or,
+        with `gather`, over every rank's rows, the local rows' gradient scaled by the world size."""
+        if not gather:
+            return struca_loss(student_rows, teacher_rows, tau=self.tau, form=self.struct_form, impl=self.struct_impl)
+        student_rows, _ = gather_rows(student_rows)
+        teacher_rows, _ = gather_rows(teacher_rows)
+        loss = struca_loss(student_rows, teacher_rows, tau=self.tau, form=self.struct_form, impl=self.struct_impl)
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         return _scale_gradient(loss, world)
 

@@ -11,16 +11,19 @@ gradient. Computation is in fp32 (fp64 inputs stay fp64, for gradcheck); the res
 
 `impl` picks how: "reference" materialises the N x N matrices (the definition, for tests);
 "chunked" walks row blocks with recomputation in backward (O(N x block) memory); "triton" is the
-fused kernel of kernels/struca_triton.py; "auto" takes triton on CUDA tensors, chunked elsewhere.
+fused kernel of kernels/struca_triton.py (installed as mmkd.kernels); "auto" takes triton on CUDA
+tensors, chunked elsewhere.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 FORMS = ("kl", "pearson")
+SENTENCE_MODES = ("monolingual", "cross_lingual")  # sentence StrucA: the method's, or cross_lingual_struca_loss
 IMPLS = ("reference", "chunked", "triton", "auto")
 NORM_EPS = 1e-6  # rows with |u| or |v| at or below this take no part (no direction to compare)
 PEARSON_EPS = 1e-6  # added to each row variance (units of A^2) so constant rows give r = 0, not NaN
@@ -102,12 +105,49 @@ def struca_loss(student: Tensor, teacher: Tensor, *, tau: float = 0.1, form: str
         impl = "triton" if student.is_cuda and _triton_importable() else "chunked"
     if impl == "reference":
         return struca_reference(student, teacher, tau=tau, form=form, valid=valid)
-    if impl == "triton":
-        from kernels.struca_triton import struca_triton
-
-        return struca_triton(student, teacher, tau=tau, form=form, valid=valid)
     u_hat, v_hat, valid = prepare_rows(student, teacher, valid)
+    if impl == "triton":
+        from mmkd.kernels.struca_triton import StrucAFunction
+
+        if student.dtype in (torch.float16, torch.bfloat16):  # the kernel's tiles stay in the student's dtype
+            u_hat, v_hat = u_hat.to(student.dtype), v_hat.to(student.dtype)
+        return StrucAFunction.apply(u_hat, v_hat, valid, tau, form, PEARSON_EPS)
     return ChunkedStrucA.apply(u_hat, v_hat, valid, tau, form, block_size)
+
+
+def cross_lingual_struca_loss(student_y: Tensor, student_x: Tensor, teacher_x: Tensor, *, tau: float = 0.1,
+                              form: str = "kl") -> Tensor:
+    """Sentence StrucA across languages (this project's variant; config struct_sent_mode=cross_lingual).
+
+    student_y, student_x: the student's projected sentence embeddings P_s e^S(y_b), P_s e^S(x_b)
+    (B, d_T); teacher_x: e^T(x_b) (B, d_T). Over every column j, the diagonal included:
+        A^S_ij = cos(P_s e^S(y_i), P_s e^S(x_j)) / tau,   A^T_ij = cos(e^T(x_i), e^T(x_j)) / tau
+        L = 1/2 [ mean_i D(A^T_i., A^S_i.) + mean_j D(A^T_.j, A^S_.j) ]
+    with D the StrucA row loss of `form` (KL of the softmaxes, or 1 - pearson). The teacher's row i
+    peaks at its own x_i (cos = 1), so its distribution is a soft translation target: y_i must be
+    nearer x_i than any x_j, and the x_j as near as the teacher puts x_j to x_i, in both retrieval
+    directions (rows: y -> x, columns: x -> y). The method's monolingual form (section 4) compares
+    the student's y with each other, on raw states, with the diagonal left out, so nothing in it
+    pulls a translation towards its source. B < 2 gives 0 (a gradient of zeros). Dense B x B: meant
+    for batch-sized B. Computed in fp32 (fp64 kept); the teacher gets no gradient.
+    """
+    if not student_y.shape == student_x.shape == teacher_x.shape or teacher_x.dim() != 2:
+        raise ValueError(f"cross_lingual_struca_loss: expected three (B, d_T) tensors, got {tuple(student_y.shape)}, "
+                         f"{tuple(student_x.shape)}, {tuple(teacher_x.shape)}")
+    if form not in FORMS:
+        raise ValueError(f"cross_lingual_struca_loss: form must be one of {FORMS}, got {form!r}")
+    if tau <= 0:
+        raise ValueError(f"cross_lingual_struca_loss: tau must be > 0, got {tau}")
+    dtype = torch.promote_types(student_y.dtype, torch.float32)
+    if student_y.shape[0] < 2:
+        return (student_y.to(dtype).sum() + student_x.to(dtype).sum()) * 0.0
+    y_hat, x_hat = (F.normalize(t.to(dtype), dim=1, eps=NORM_EPS) for t in (student_y, student_x))
+    t_hat = F.normalize(teacher_x.detach().to(dtype), dim=1, eps=NORM_EPS)
+    a_s, a_t = y_hat @ x_hat.T / tau, t_hat @ t_hat.T / tau
+    columns = torch.ones_like(a_s, dtype=torch.bool)
+    y_to_x = row_losses_reference(a_s, a_t, columns, form).mean()
+    x_to_y = row_losses_reference(a_s.T, a_t.T, columns, form).mean()
+    return (y_to_x + x_to_y) / 2
 
 
 def _triton_importable() -> bool:

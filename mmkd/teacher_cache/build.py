@@ -4,14 +4,18 @@ Run `build_teacher_cache` in one process, or in one process per data-parallel ra
 launcher or torchrun: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT in the environment). Rank r builds
 the shards k with k % world == r; the ranks meet at a gloo barrier; rank 0 writes index.npy and
 manifest.json; a second barrier lets every rank return with the cache complete. A shard whose json
-is present and records the same identity is kept, so a killed build resumes where it stopped.
+is present, records the same identity and whose files pass their sha256 is kept, so a killed build
+resumes where it stopped; a shard that fails its checksum is rebuilt. On a GPU the teacher runs under
+bf16 autocast (fp16 where bf16 is not supported); the states are stored in float16 either way.
 Layout and write protocol: `mmkd.teacher_cache.store`.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+from contextlib import AbstractContextManager, nullcontext
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,11 +29,12 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from mmkd.errors import MMKDError
+from mmkd.data.span_matching import special_tokens
 from mmkd.data.tokenization import encode_texts
 from mmkd.teacher_cache.identity import CHECKED_FIELDS, cache_identity, identity_mismatch, split_sources
 from mmkd.teacher_cache.store import (INDEX, MANIFEST, SHARD_ARRAYS, array_intact, commit_array, create_array,
                                       load_json, remove_shard, save_array, save_json, shard_array_path,
-                                      shard_record_path)
+                                      shard_record_path, verify_checksum)
 
 BUILD_FIELDS = (*CHECKED_FIELDS, "shard_size")  # a resumed build must also keep the shard layout
 # Ranks reach the end barrier at different times (uneven shards): wait for hours, not the default 30 min.
@@ -67,14 +72,16 @@ def build_teacher_cache(teacher: Any, corpus_split: Any, out: str | Path, *, max
             raise MMKDError(f"teacher cache: {name} must be >= 1, got {value}")
     texts = split_sources(corpus_split, corpus_path or "teacher cache")
     identity = {**cache_identity(teacher, texts, max_length, split=split, corpus_path=corpus_path),
-                "shard_size": shard_size}
+                "corpus_fingerprint": getattr(corpus_split, "_fingerprint", None), "shard_size": shard_size}
     sentences, index = unique_sentences(texts)
     num_shards = math.ceil(len(sentences) / shard_size)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    rank, world, own_group = distributed_context()
+    if (root / MANIFEST).exists():
+        replace_older_format(root, load_json(root / MANIFEST), identity, rank, world)
     if (root / MANIFEST).exists():
         check_same_inputs(root, root / MANIFEST, load_json(root / MANIFEST), identity)
-    rank, world, own_group = distributed_context()
     try:
         teacher.model.to(device if device is not None else default_device())
         mine = range(rank, num_shards, world)
@@ -84,8 +91,16 @@ def build_teacher_cache(teacher: Any, corpus_split: Any, out: str | Path, *, max
         with tqdm(total=total, desc=f"teacher cache (rank {rank})", unit="sent", position=rank) as progress:
             for shard in todo:
                 remove_shard(root, shard)
-                build_shard(teacher, sentences, shard, shard_size, root, identity, max_length, batch_size,
-                            progress)
+                try:
+                    build_shard(teacher, sentences, shard, shard_size, root, identity, max_length, batch_size,
+                                progress)
+                except OSError as err:
+                    if err.errno != errno.ENOSPC:
+                        raise
+                    remove_shard(root, shard)
+                    raise MMKDError(f"{root}: the disk is full (writing shard {shard}; the cache needs about "
+                                    f"{bytes_per_token(identity)} bytes per token); free space or pass another "
+                                    f"--out, then rerun the same command: complete shards are kept") from err
         barrier(world)
         if rank == 0:
             write_manifest(root, identity, num_shards, index)
@@ -114,15 +129,55 @@ def check_same_inputs(root: Path, record: Path, stored: dict[str, Any], identity
                         f"({'; '.join(differences)}); pass another --out, or delete {root} to rebuild there")
 
 
+def replace_older_format(root: Path, stored: dict[str, Any], identity: dict[str, Any], rank: int, world: int) -> None:
+    """Delete (rank 0; the others wait) a complete cache of the same inputs in an older format, so the
+    build rewrites it in this one; a cache of other inputs is left to `check_same_inputs`."""
+    same_inputs = not identity_mismatch(stored, identity, [field for field in BUILD_FIELDS if field != "format"])
+    if stored.get("format") == identity["format"] or not same_inputs:
+        return
+    barrier(world)
+    if rank == 0:
+        print(f"teacher cache {root}: format {stored.get('format')}, rebuilding it in format {identity['format']}",
+              flush=True)
+        (root / MANIFEST).unlink()
+        (root / INDEX).unlink(missing_ok=True)
+        for leftover in root.glob("shard-*"):
+            leftover.unlink()
+    barrier(world)
+
+
 def shard_is_complete(root: Path, shard: int, identity: dict[str, Any]) -> bool:
-    """True when shard `shard` has its json (same identity) and its arrays with the recorded sizes."""
+    """True when shard `shard` has its json (same identity) and its arrays with the recorded sizes and
+    sha256; a shard that fails its checksum is reported (and will be rebuilt)."""
     record_path = shard_record_path(root, shard)
     if not record_path.exists():
         return False
     record = load_json(record_path)
     check_same_inputs(root, record_path, record, identity)
     arrays = record.get("arrays", {})
-    return all(name in arrays and array_intact(root, arrays[name]) for name in SHARD_ARRAYS)
+    if not all(name in arrays and array_intact(root, arrays[name]) for name in SHARD_ARRAYS):
+        return False
+    try:
+        for name in SHARD_ARRAYS:
+            verify_checksum(root, arrays[name])
+    except MMKDError as err:
+        print(f"teacher cache: {err.args[0].split(';')[0]}: rebuilding shard {shard}", flush=True)
+        return False
+    return True
+
+
+def bytes_per_token(identity: dict[str, Any]) -> int:
+    """Bytes the cache stores per token (its float16 state)."""
+    return 2 * int(identity["hidden_size"])
+
+
+def teacher_precision(device: torch.device) -> AbstractContextManager:
+    """Autocast for the frozen teacher on a GPU (bf16, or fp16 where bf16 is not supported); on other
+    devices nothing (fp32)."""
+    if device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
 
 
 def build_shard(teacher: Any, sentences: Sequence[str], shard: int, shard_size: int, root: Path,
@@ -130,16 +185,18 @@ def build_shard(teacher: Any, sentences: Sequence[str], shard: int, shard_size: 
     """Encode sentences [shard * shard_size, (shard + 1) * shard_size) and write shard `shard`.
 
     Batches are formed from the shard's sentences sorted by token count (little padding); each is
-    cut to its longest sentence, which is exactly `encode_texts` of that batch.
+    cut to its longest sentence, which is exactly `encode_texts` of that batch. Only the states
+    training reads are stored: the tokens that are neither special, [UNK] nor padding (the
+    collator's teacher_token_mask).
     """
     first = shard * shard_size
     texts = sentences[first:first + shard_size]
     encoding = encode_texts(teacher.tokenizer, texts, max_length=max_length)
     mask = encoding["attention_mask"]
     lengths = mask.sum(dim=1)
+    kept = ~special_tokens(encoding, teacher.tokenizer.all_special_ids)
     bounds = np.zeros(len(texts) + 1, dtype=np.int64)
-    bounds[1:] = np.cumsum(lengths.numpy())
-    offsets = encoding["offset_mapping"][mask.bool()].numpy().astype(np.int32)
+    bounds[1:] = np.cumsum(kept.sum(dim=1).numpy())
     tokens = create_array(shard_array_path(root, shard, "tokens"), (int(bounds[-1]), teacher.hidden_size),
                           identity["dtype"])
     sentence = np.empty((len(texts), teacher.hidden_size), dtype=identity["dtype"])
@@ -147,10 +204,15 @@ def build_shard(teacher: Any, sentences: Sequence[str], shard: int, shard_size: 
     for batch in torch.argsort(lengths, descending=True, stable=True).split(batch_size):
         width = int(lengths[batch].max())
         input_ids, attention_mask = encoding["input_ids"][batch, :width], mask[batch, :width]
-        outputs = teacher.encode(input_ids.to(device), attention_mask.to(device))
-        states = outputs.token_states.float().cpu().numpy().astype(identity["dtype"])
-        for row, j in enumerate(batch.tolist()):
-            tokens[bounds[j]:bounds[j + 1]] = states[row, :lengths[j]]
+        with teacher_precision(device):
+            outputs = teacher.encode(input_ids.to(device), attention_mask.to(device),
+                                     [texts[j] for j in batch.tolist()])
+        states = outputs.token_states.float().cpu()[kept[batch, :width]].numpy().astype(identity["dtype"])
+        at = 0
+        for j in batch.tolist():
+            count = int(bounds[j + 1] - bounds[j])
+            tokens[bounds[j]:bounds[j + 1]] = states[at:at + count]
+            at += count
         sentence[batch.numpy()] = outputs.sentence_embedding.float().cpu().numpy()
         progress.update(len(batch))
     if not (np.isfinite(tokens).all() and np.isfinite(sentence).all()):
@@ -158,7 +220,6 @@ def build_shard(teacher: Any, sentences: Sequence[str], shard: int, shard_size: 
                         f"teacher's outputs overflow {identity['dtype']}")
     arrays = {
         "tokens": commit_array(tokens, shard_array_path(root, shard, "tokens")),
-        "offsets": save_array(shard_array_path(root, shard, "offsets"), offsets),
         "bounds": save_array(shard_array_path(root, shard, "bounds"), bounds),
         "sentence": save_array(shard_array_path(root, shard, "sentence"), sentence),
     }

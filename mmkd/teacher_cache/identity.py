@@ -1,6 +1,6 @@
 """What a teacher cache was built from: the teacher's tokenisation and the fields that must match.
 
-A cache is valid for one (teacher weights, tokenizer, layer, pooling, normalize, max_length, corpus
+A cache is valid for one (teacher weights, tokenizer, layer, sentence pipeline, max_length, corpus
 split) combination; `cache_identity` computes those fields and `identity_mismatch` says which differ.
 """
 
@@ -16,11 +16,11 @@ from transformers import PreTrainedTokenizerBase
 from mmkd.corpus.schema import column
 from mmkd.errors import MMKDError
 
-FORMAT_VERSION = 1
-TOKEN_DTYPE = "float16"  # token states and sentence embeddings; char offsets are int32
+FORMAT_VERSION = 2  # 2: only the tokens training reads (no specials), no character offsets
+TOKEN_DTYPE = "float16"  # token states and sentence embeddings
 # Fields a cache must share with the current teacher/corpus; the others (teacher name, split name,
 # corpus path, shard size) are recorded for information and layout only.
-CHECKED_FIELDS = ("format", "weights_sha256", "tokenizer_sha256", "layer", "pooling", "normalize",
+CHECKED_FIELDS = ("format", "weights_sha256", "tokenizer_sha256", "layer", "sentence_pipeline_sha256",
                   "max_length", "dtype", "hidden_size", "num_examples", "corpus_sha256")
 
 
@@ -61,6 +61,21 @@ def split_sources(corpus_split: Any, where: str) -> list[str]:
     return texts
 
 
+def split_identity(corpus_split: Any, where: str, stored: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """num_examples, corpus_sha256 and corpus_fingerprint (the datasets fingerprint) of a corpus split.
+
+    When `stored` (a manifest) records the split's datasets fingerprint and length, its corpus_sha256
+    is taken as is, without reading the English sentences; otherwise they are read and hashed.
+    """
+    fingerprint = getattr(corpus_split, "_fingerprint", None)
+    if stored is not None and fingerprint is not None and stored.get("corpus_fingerprint") == fingerprint \
+            and stored.get("num_examples") == len(corpus_split):
+        return {"num_examples": len(corpus_split), "corpus_sha256": stored.get("corpus_sha256"),
+                "corpus_fingerprint": fingerprint}
+    texts = split_sources(corpus_split, where)
+    return {"num_examples": len(texts), "corpus_sha256": src_fingerprint(texts), "corpus_fingerprint": fingerprint}
+
+
 def cache_identity(teacher: Any, texts: Sequence[str], max_length: int, *, split: str | None = None,
                    corpus_path: str | None = None) -> dict[str, Any]:
     """The manifest fields that identify a cache of `teacher` over the sentences `texts`."""
@@ -69,9 +84,8 @@ def cache_identity(teacher: Any, texts: Sequence[str], max_length: int, *, split
         "teacher_name": str(teacher.name),
         "weights_sha256": teacher.weights_sha256,
         "tokenizer_sha256": tokenizer_sha256(teacher.tokenizer),
-        "layer": int(teacher.layer) % (teacher.model.config.num_hidden_layers + 1),  # -1 -> last index
-        "pooling": teacher.pooling,
-        "normalize": bool(teacher.normalize),
+        "layer": int(teacher.layer) % (teacher.encoder.config.num_hidden_layers + 1),  # -1 -> last index
+        "sentence_pipeline_sha256": teacher.sentence_pipeline_sha256(),  # pooling, Dense, Normalize, prompt
         "max_length": int(max_length),
         "dtype": TOKEN_DTYPE,
         "hidden_size": int(teacher.hidden_size),

@@ -2,8 +2,9 @@
 
 A cache directory holds, for sentence ids (unique English sentences, in order of first occurrence
 in the split) grouped into shards of `shard_size` consecutive ids:
-    shard-KKKKK.tokens.npy    float16 (T_K, d_T)  token states of the shard's sentences, flat
-    shard-KKKKK.offsets.npy   int32 (T_K, 2)      character span of each token in its sentence
+    shard-KKKKK.tokens.npy    float16 (T_K, d_T)  token states of the shard's sentences, flat: only the
+                                                  tokens training reads (teacher_token_mask: not special,
+                                                  not [UNK], not padding), in position order
     shard-KKKKK.bounds.npy    int64 (n_K + 1,)    sentence j of the shard owns rows bounds[j]:bounds[j+1]
     shard-KKKKK.sentence.npy  float16 (n_K, d_T)  sentence embeddings
     shard-KKKKK.json          written last: sentence range, identity, {file, sha256, shape, dtype} per array
@@ -11,6 +12,8 @@ in the split) grouped into shards of `shard_size` consecutive ids:
     manifest.json             written last of all (rank 0): identity, totals, shards, index checksum
 Every file is written to a temporary name, fsynced and renamed: a file under its final name is
 complete, and a shard without its json is not part of the cache (a resumed build redoes it).
+Opening a cache checks sizes, shapes and the records only; sha256 checksums are verified at build,
+when a rerun keeps a shard, and on demand (`mmkd cache-teacher --verify --out DIR`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from mmkd.models.model_files import file_sha256
 
 MANIFEST = "manifest.json"
 INDEX = "index.npy"
-SHARD_ARRAYS = ("tokens", "offsets", "bounds", "sentence")
+SHARD_ARRAYS = ("tokens", "bounds", "sentence")
 
 
 def shard_record_path(root: Path, shard: int) -> Path:
@@ -63,8 +66,15 @@ def commit(tmp: Path, path: Path) -> dict[str, Any]:
 
 
 def create_array(path: Path, shape: tuple[int, ...], dtype: str) -> np.memmap:
-    """A writable memory-mapped .npy at the temporary name of `path`; `commit_array` completes it."""
-    return np.lib.format.open_memmap(temporary_path(path), mode="w+", dtype=dtype, shape=shape)
+    """A writable memory-mapped .npy at the temporary name of `path`; `commit_array` completes it.
+
+    Its blocks are allocated on disk first, so a full disk raises OSError (ENOSPC) here instead of
+    a SIGBUS when the mapping is written.
+    """
+    array = np.lib.format.open_memmap(temporary_path(path), mode="w+", dtype=dtype, shape=shape)
+    with open(temporary_path(path), "rb+") as handle:
+        os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+    return array
 
 
 def commit_array(array: np.memmap, path: Path) -> dict[str, Any]:

@@ -1,0 +1,191 @@
+"""MMKD against sentence-transformers' multilingual MSE distillation at equal wall-clock, in one table.
+
+    python scripts/bench_vs_mse.py --run runs/main --minutes 20 --out runs/bench_vs_mse
+
+`--run` holds what `mmkd pipeline` builds before training: corpus/, student/, teacher_cache_train/,
+teacher_cache_dev/. Both arms start from the same student (init-student's vocabulary, layers and
+fitted P_s) and train on the same pairs, the recipe's language-sampled draw of the train split
+(alpha, seed), for the same training-loop time on this machine:
+  mmkd  `mmkd train RECIPE` with every objective, stopped by --minutes (max_time_minutes: the
+        learning-rate schedule follows the time budget); its export/sentence_transformers is scored;
+  mse   Reimers & Gurevych (2020) with sentence-transformers itself (mmkd.evaluation.mse_baseline): its
+        MSELoss regresses the student's embedding of x and of y onto the teacher's of x, its trainer, the
+        recipe's pairs per step, warmup then decay to 0 at the time budget.
+Then, for those two, the English teacher on both sides and the student before training: top-1
+retrieval both ways on the test split and on the out-of-domain set (--ood, default Django's catalogs;
+languages the source lacks are left out of its means), per language and high/low-resource means, and
+the zero-shot catalog transfer check (`mmkd eval catalog`; fine-tuned on English, mean accuracy over
+the other languages). Writes OUT/results.json and OUT/table.md and prints the table. A finished arm
+(OUT/<arm>/summary.json) is reused, so a rerun only evaluates; delete it to train again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mmkd.corpus.schema import column, load_corpus
+from mmkd.data.sampling import LanguageSampler
+from mmkd.evaluation.downstream.catalog_task import catalog_transfer
+from mmkd.evaluation.mse_baseline import MSEBaselineConfig, train_mse_baseline
+from mmkd.evaluation.retrieval import DIRECTIONS, GROUPS, evaluate_retrieval
+from mmkd.models.sentence_transformer import save_sentence_transformer
+from mmkd.models.student import load_student
+from mmkd.models.teacher import teacher_files
+from mmkd.train_config import load_train_config
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ("teacher", "before", "mse", "mmkd")  # the table's rows, in order
+
+
+def global_batch(ds_config: str) -> int:
+    """Pairs per optimizer step on one rank: train_batch_size, else micro batch x accumulation."""
+    path = Path(ds_config) if Path(ds_config).is_absolute() else REPO / ds_config
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(config.get("train_batch_size"), int):
+        return config["train_batch_size"]
+    return int(config["train_micro_batch_size_per_gpu"]) * int(config.get("gradient_accumulation_steps", 1))
+
+
+def run_mmkd(args: argparse.Namespace, out: Path) -> dict:
+    """Train the recipe for args.minutes of loop time into out/; {"steps", "pairs", "seconds", "model"}."""
+    run = Path(args.run)
+    command = [sys.executable, "-m", "mmkd", "train", args.recipe, f"--corpus={run / 'corpus'}",
+               f"--student={run / 'student'}", f"--teacher_cache={run / 'teacher_cache_train'}",
+               f"--dev_teacher_cache={run / 'teacher_cache_dev'}", f"--output_dir={out}",
+               f"--max_time_minutes={args.minutes}", "--max_steps=1000000", "--eval_interval=0",
+               "--save_interval=1000000", f"--seed={args.seed}", "--progress_bar=false"]
+    print("[bench] mmkd: $ " + " ".join(command), flush=True)
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"mmkd train failed (exit {result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    steps = int(re.search(r"mmkd train: (\d+) steps", result.stdout).group(1))
+    cfg = load_train_config(str(out / "export" / "train_config.json"), [])
+    return {"steps": steps, "pairs": steps * global_batch(cfg.ds_config), "seconds": 60.0 * args.minutes,
+            "process_seconds": time.perf_counter() - start, "model": str(out / "export" / "sentence_transformers"),
+            "hf_model": str(out / "export" / "hf")}
+
+
+def run_mse(args: argparse.Namespace, out: Path) -> dict:
+    """Train the MSE baseline for args.minutes on the recipe's draw of pairs; {"steps", "pairs", "seconds", "model"}."""
+    from sentence_transformers import SentenceTransformer
+
+    cfg = load_train_config(args.recipe, [])
+    train = load_corpus(Path(args.run) / "corpus")["train"]
+    rows = LanguageSampler(column(train, "lang"), cfg.alpha, seed=args.seed).global_indices().tolist()
+    src, tgt = column(train, "src"), column(train, "tgt")
+    english, translations = [src[i] for i in rows], [tgt[i] for i in rows]
+    targets_file = out / "teacher_embeddings.pt"
+    distinct = list(dict.fromkeys(english))
+    if targets_file.is_file():
+        by_text = torch.load(targets_file, weights_only=True)
+    else:
+        teacher = SentenceTransformer(str(teacher_files(cfg.teacher)[0]), device="cpu")
+        teacher.max_seq_length = cfg.max_length
+        print(f"[bench] mse: teacher embeddings of {len(distinct)} English sentences", flush=True)
+        by_text = teacher.encode(distinct, batch_size=128, convert_to_tensor=True, show_progress_bar=True).cpu()
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(by_text, targets_file)
+    index = {text: i for i, text in enumerate(distinct)}
+    targets = by_text[torch.tensor([index[text] for text in english])]
+    init = save_sentence_transformer(load_student(Path(args.run) / "student"), out / "init", cfg.max_length,
+                                     normalize=False)
+    config = MSEBaselineConfig(budget_seconds=60.0 * args.minutes, batch_size=global_batch(cfg.ds_config),
+                               learning_rate=args.mse_lr, warmup_steps=args.mse_warmup_steps,
+                               max_length=cfg.max_length, seed=args.seed)
+    print(f"[bench] mse: training for {args.minutes} min ({config})", flush=True)
+    summary = train_mse_baseline(init, english, translations, targets, out / "model", config)
+    return {**summary, "model": str(out / "model"), "hf_model": str(out / "model")}
+
+
+def arm(name: str, train_fn, args: argparse.Namespace) -> dict:
+    """The arm's summary: reused from OUT/<name>/summary.json when the arm already ran."""
+    out = Path(args.out) / name
+    file = out / "summary.json"
+    if file.is_file():
+        print(f"[bench] {name}: already trained, reusing {file}", flush=True)
+        return json.loads(file.read_text())
+    summary = train_fn(args, out)
+    file.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def means(report: dict, model: str, langs: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """{"all"|"high"|"low": {direction: percent}} over the report's languages (or `langs`)."""
+    chosen = {lang: r for lang, r in report["languages"].items() if langs is None or lang in langs}
+    groups = {"all": list(chosen), **{g: [lang for lang in chosen if chosen[lang]["group"] == g] for g in GROUPS}}
+    return {group: {d: 100 * sum(chosen[lang]["models"][model][d] for lang in members) / len(members)
+                    for d in DIRECTIONS} for group, members in groups.items() if members}
+
+
+def table(results: dict) -> str:
+    """Markdown: one row per model; retrieval means (x->y / y->x) in and out of domain, per-language
+    test and out-of-domain figures, the catalog transfer, pairs seen and seconds."""
+    test, ood = results["retrieval"]["test"], results["retrieval"]["out_of_domain"]
+    langs, ood_langs = list(test["languages"]), list(ood["languages"])
+    header = (["model", "pairs", "seconds", "test mean", "test high", "test low", "OOD mean", "OOD high", "OOD low",
+               "catalog zero-shot acc"] + [f"test {lang}" for lang in langs] + [f"OOD {lang}" for lang in ood_langs])
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+
+    def cell(figures: dict | None) -> str:
+        return "" if not figures else f"{figures['x2y']:.1f} / {figures['y2x']:.1f}"
+
+    for model in MODELS:
+        arm_summary = results["arms"].get(model, {})
+        test_means, ood_means = means(test, model), means(ood, model)
+        per_lang = [cell({d: 100 * test["languages"][lang]["models"][model][d] for d in DIRECTIONS}) for lang in langs]
+        per_lang += [cell({d: 100 * ood["languages"][lang]["models"][model][d] for d in DIRECTIONS}) for lang in ood_langs]
+        transfer = results["transfer"].get(model)
+        lines.append("| " + " | ".join([
+            model, str(arm_summary.get("pairs", "")), f"{arm_summary['seconds']:.0f}" if arm_summary else "",
+            *(cell(test_means.get(g)) for g in ("all", "high", "low")),
+            *(cell(ood_means.get(g)) for g in ("all", "high", "low")),
+            "" if transfer is None else f"{transfer['zero_shot_accuracy']:.1f}", *per_lang]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default="runs/main", help="run directory with corpus, student, teacher caches")
+    parser.add_argument("--recipe", default=str(REPO / "recipes" / "cpu_main.yaml"))
+    parser.add_argument("--minutes", type=float, default=20.0, help="training-loop minutes per arm (default 20)")
+    parser.add_argument("--out", default="runs/bench_vs_mse")
+    parser.add_argument("--ood", default="package:django", help="out-of-domain source (eval retrieval --out-of-domain)")
+    parser.add_argument("--pool", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mse-lr", type=float, default=1e-4, help="peak lr of the MSE baseline (default 1e-4)")
+    parser.add_argument("--mse-warmup-steps", type=int, default=100)
+    parser.add_argument("--skip-transfer", action="store_true", help="no catalog transfer check")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    arms = {"mse": arm("mse", run_mse, args), "mmkd": arm("mmkd", run_mmkd, args)}
+    corpus = Path(args.run) / "corpus"
+    max_length = load_train_config(args.recipe, []).max_length
+    models = {"teacher": "teacher", "before": str(Path(args.run) / "student"),
+              **{name: summary["model"] for name, summary in arms.items()}}
+    retrieval = {name: evaluate_retrieval(corpus, models, pool=args.pool, seed=args.seed, max_length=max_length,
+                                          out_of_domain=source)
+                 for name, source in (("test", None), ("out_of_domain", args.ood))}
+    transfer = {} if args.skip_transfer else {
+        name: catalog_transfer(corpus, model, seed=args.seed)
+        for name, model in (("teacher", "teacher"), *((n, s["hf_model"]) for n, s in arms.items()))}
+    results = {"arms": arms, "minutes": args.minutes, "recipe": args.recipe, "retrieval": retrieval,
+               "transfer": transfer, "command": " ".join(sys.argv)}
+    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    markdown = table(results)
+    (out / "table.md").write_text(markdown)
+    print(markdown, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
