@@ -6,12 +6,16 @@
 # RUN_DIR is a `mmkd pipeline` run (corpus/, student/, teacher_cache_{train,dev}/); override any of
 # them with CORPUS, STUDENT, TEACHER_CACHE, DEV_TEACHER_CACHE, and the teacher with TEACHER (default
 # the packaged one). RECIPE (default recipes/cpu_main.yaml), SEED (0), MAX_LENGTH (64), POOL (1000),
-# OUT (default runs/ablation/<timestamp>). Extra --key=value go to every `mmkd train`.
-# Configs: sentence_only (SentA alone: the Reimers-Gurevych recipe), full (the recipe's weights), and
-# full without each objective (its weight set to 0). Each is trained for STEPS steps into OUT/<config>/train, its
-# export evaluated (`mmkd eval retrieval`) into OUT/<config>/eval; OUT/ablation.md is the one table.
+# OUT (default runs/ablation/<timestamp>), OOD (the out-of-domain source, default package:django;
+# none to skip). Extra --key=value go to every `mmkd train`.
+# Configs: sentence_only (SentA alone: the Reimers-Gurevych recipe), full (the recipe's weights),
+# full without each objective (its weight set to 0), and full with sentence StrucA in each form
+# (struca_sent_monolingual, struca_sent_cross_lingual: one of them is the recipe's). Each is trained
+# for STEPS steps into OUT/<config>/train, its export evaluated (`mmkd eval retrieval`) on the test
+# split into OUT/<config>/eval and out of domain into OUT/<config>/eval_ood; OUT/ablation.md holds
+# the two tables.
 set -euo pipefail
-[[ $# -ge 2 ]] || { sed -n '2,13p' "$0"; exit 2; }
+[[ $# -ge 2 ]] || { sed -n '2,17p' "$0"; exit 2; }
 RUN=$1 STEPS=$2
 shift 2
 cd "$(dirname "$0")/.."
@@ -21,7 +25,7 @@ STUDENT=${STUDENT:-$RUN/student}
 TEACHER_CACHE=${TEACHER_CACHE:-$RUN/teacher_cache_train}
 DEV_TEACHER_CACHE=${DEV_TEACHER_CACHE:-$RUN/teacher_cache_dev}
 RECIPE=${RECIPE:-recipes/cpu_main.yaml}
-SEED=${SEED:-0} MAX_LENGTH=${MAX_LENGTH:-64} POOL=${POOL:-1000}
+SEED=${SEED:-0} MAX_LENGTH=${MAX_LENGTH:-64} POOL=${POOL:-1000} OOD=${OOD:-package:django}
 OUT=${OUT:-runs/ablation/$(date +%Y%m%d-%H%M%S)}
 TEACHER_TRAIN=() TEACHER_EVAL=()
 if [[ -n "${TEACHER:-}" ]]; then TEACHER_TRAIN=("--teacher=$TEACHER"); TEACHER_EVAL=(--teacher "$TEACHER"); fi
@@ -35,7 +39,9 @@ for term in "${TERMS[@]}"; do
   [[ $term == senta ]] || CONFIGS[sentence_only]+=" --weights.$term=0"
   CONFIGS[no_$term]="--weights.$term=0"
 done
-ORDER=(sentence_only full "${TERMS[@]/#/no_}")
+CONFIGS[struca_sent_monolingual]="--struct_sent_mode=monolingual"
+CONFIGS[struca_sent_cross_lingual]="--struct_sent_mode=cross_lingual"
+ORDER=(sentence_only full "${TERMS[@]/#/no_}" struca_sent_monolingual struca_sent_cross_lingual)
 
 mkdir -p "$OUT"
 echo "ablation: $STEPS steps per config, seed $SEED, into $OUT"
@@ -49,5 +55,13 @@ for name in "${ORDER[@]}"; do
   "$PYTHON" -m mmkd eval retrieval --corpus "$CORPUS" --models "$name=$OUT/$name/train/export/hf" \
     --out "$OUT/$name/eval" --pool "$POOL" --seed "$SEED" --max-length "$MAX_LENGTH" "${TEACHER_EVAL[@]}" \
     > "$OUT/$name/eval.log"
+  if [[ $OOD != none ]]; then
+    "$PYTHON" -m mmkd eval retrieval --corpus "$CORPUS" --models "$name=$OUT/$name/train/export/hf" \
+      --out "$OUT/$name/eval_ood" --out-of-domain "$OOD" --pool "$POOL" --seed "$SEED" --max-length "$MAX_LENGTH" \
+      "${TEACHER_EVAL[@]}" > "$OUT/$name/eval_ood.log"
+  fi
 done
-"$PYTHON" scripts/ablation_table.py "${ORDER[@]/#/$OUT/}" | tee "$OUT/ablation.md"
+{
+  echo "Test split:"; "$PYTHON" scripts/ablation_table.py "${ORDER[@]/#/$OUT/}"
+  if [[ $OOD != none ]]; then echo; echo "Out of domain ($OOD):"; "$PYTHON" scripts/ablation_table.py --eval eval_ood "${ORDER[@]/#/$OUT/}"; fi
+} | tee "$OUT/ablation.md"

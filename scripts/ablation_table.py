@@ -1,6 +1,7 @@
 """One markdown table of several `mmkd eval retrieval` runs (scripts/ablation.sh): a row per run.
 
   python scripts/ablation_table.py OUT/sentence_only OUT/full OUT/no_tlm ...   (each holds eval/retrieval.json)
+  python scripts/ablation_table.py --eval eval_ood OUT/...                      (each holds eval_ood/retrieval.json)
 
 Rows are named by each directory's name; columns are per-language x->y / y->x top-1 (%) and the
 high-/low-resource means, of each report's last model (mmkd.evaluation.retrieval.comparison_table).
@@ -14,11 +15,12 @@ from pathlib import Path
 from mmkd.evaluation.retrieval import comparison_table, read_report
 
 
-def main(runs: list[str]) -> int:
-    if not runs:
+def main(argv: list[str]) -> int:
+    evaluation, runs = ("eval", argv) if argv[:1] != ["--eval"] else (argv[1] if len(argv) > 1 else "", argv[2:])
+    if not runs or not evaluation:
         print(__doc__, file=sys.stderr)
         return 2
-    print(comparison_table({Path(run).name: read_report(Path(run) / "eval") for run in runs}), end="")
+    print(comparison_table({Path(run).name: read_report(Path(run) / evaluation) for run in runs}), end="")
     return 0
 
 

@@ -125,7 +125,8 @@ def test_the_cli_prints_one_error_line_before_building_anything(tmp_path, capsys
 
     typo = written(tmp_path, lambda c: c.update(gradient_accumulation_step=4))
     recipe = tmp_path / "recipe.json"
-    recipe.write_text(json.dumps({"corpus": "c", "student": "s", "live_teacher": True, "ds_config": str(typo)}))
+    recipe.write_text(json.dumps({"corpus": "c", "student": "s", "live_teacher": True, "ds_config": str(typo),
+                                  "output_dir": str(tmp_path / "out")}))
     assert main(["train", str(recipe)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"mmkd train: error: {typo}: unknown DeepSpeed key 'gradient_accumulation_step' (not a top-level "

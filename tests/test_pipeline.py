@@ -3,11 +3,13 @@ end), skips complete stages, resumes training, and stops at a failing stage keep
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from mmkd import checkpoint_dir, cli
+from mmkd.teacher_cache.identity import FORMAT_VERSION
 
 MARKERS = {  # first argv word -> the file that marks the stage complete, relative to --out
     "corpus": "corpus/report.json",
@@ -34,12 +36,17 @@ def fake_stages(monkeypatch, tmp_path):
         out = tmp_path / "run"
         if argv[0] == "cache-teacher":
             marker = Path(argv[argv.index("--out") + 1]) / "manifest.json"
+        elif argv[0] == "eval":
+            marker = Path(argv[argv.index("--out") + 1]) / "retrieval.json"
         elif argv[0] == "train":
             marker = out / MARKERS["train"]
         else:
             marker = out / MARKERS[argv[0]]
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.mkdir() if argv[0] == "train" else marker.write_text("{}")
+        if argv[0] == "train":
+            marker.mkdir()
+        else:  # a teacher cache's manifest names the format this version reads
+            marker.write_text(json.dumps({"format": FORMAT_VERSION} if argv[0] == "cache-teacher" else {}))
         if argv[0] == "eval":
             (marker.parent / "retrieval.md").write_text(FAKE_TABLE)
         return 0
@@ -51,7 +58,8 @@ def fake_stages(monkeypatch, tmp_path):
 def test_runs_every_stage_in_order_then_skips_them(fake_stages, capsys):
     calls, _, out = fake_stages
     assert cli.main(["pipeline", "--out", str(out), "--langs", "eu,xh", "--train-steps", "7", "--train-minutes", "2"]) == 0
-    assert [argv[0] for argv in calls] == ["corpus", "init-student", "cache-teacher", "cache-teacher", "train", "eval"]
+    assert [argv[0] for argv in calls] == ["corpus", "init-student", "cache-teacher", "cache-teacher", "train", "eval",
+                                           "eval"]
     assert calls[0][calls[0].index("--langs") + 1] == "eu,xh"
     assert [argv[argv.index("--split") + 1] for argv in calls[2:4]] == ["train", "dev"]
     train = calls[4]
@@ -62,8 +70,14 @@ def test_runs_every_stage_in_order_then_skips_them(fake_stages, capsys):
     assert evaluate[:2] == ["eval", "retrieval"] and evaluate[evaluate.index("--out") + 1] == str(out / "eval")
     assert evaluate[evaluate.index("--models") + 1] == (
         f"teacher,student_before={out / 'student'},student_after={out / 'train' / 'export' / 'hf'}")
+    out_of_domain = calls[6]
+    assert out_of_domain[out_of_domain.index("--out-of-domain") + 1] == "package:django"
+    assert out_of_domain[out_of_domain.index("--out") + 1] == str(out / "eval_out_of_domain")
+    assert "--out-of-domain" not in evaluate
     printed = capsys.readouterr().out
-    assert "tensorboard --logdir" in printed and FAKE_TABLE in printed and str(out / "eval" / "retrieval.png") in printed
+    assert "tensorboard --logdir" in printed and printed.count(FAKE_TABLE) == 2
+    assert str(out / "eval" / "retrieval.png") in printed and "out-of-domain set (package:django)" in printed
+    assert "bench_vs_mse" not in printed  # no cached benchmark table to print
     calls.clear()
     assert cli.main(["pipeline", "--out", str(out)]) == 0
     assert calls == []
@@ -72,9 +86,9 @@ def test_runs_every_stage_in_order_then_skips_them(fake_stages, capsys):
 def test_teacher_and_student_reach_every_stage_that_takes_them(fake_stages):
     calls, _, out = fake_stages
     assert cli.main(["pipeline", "--out", str(out), "--teacher", "T", "--student", "S"]) == 0
-    init, cache_train, cache_dev, train, evaluate = calls[1:]
+    init, cache_train, cache_dev, train, evaluate, out_of_domain = calls[1:]
     assert init[init.index("--source") + 1] == "S" and "--keep-vocab" in init
-    for argv in (init, cache_train, cache_dev, evaluate):
+    for argv in (init, cache_train, cache_dev, evaluate, out_of_domain):
         assert argv[argv.index("--teacher") + 1] == "T"
     assert "--teacher=T" in train
 
@@ -90,7 +104,7 @@ def test_a_failing_stage_stops_and_a_rerun_resumes_training(fake_stages, capsys)
     failing.clear()
     calls.clear()
     assert cli.main(["pipeline", "--out", str(out)]) == 0
-    assert [argv[0] for argv in calls] == ["train", "eval"] and "--resume" in calls[0]
+    assert [argv[0] for argv in calls] == ["train", "eval", "eval"] and "--resume" in calls[0]
 
 
 def test_corpus_sources_are_imported_instead_of_the_built_in_corpus(fake_stages):
@@ -111,7 +125,7 @@ def test_an_existing_corpus_directory_is_used_as_it_is(fake_stages, tmp_path):
     save_corpus(make_corpus({"train": [{"src": "Open the file", "tgt": "Datei öffnen", "lang": "de",
                                         "alignment": None}]}), {}, corpus)
     assert cli.main(["pipeline", "--out", str(out), "--corpus", str(corpus)]) == 0
-    assert [argv[0] for argv in calls] == ["init-student", "cache-teacher", "cache-teacher", "train", "eval"]
+    assert [argv[0] for argv in calls] == ["init-student", "cache-teacher", "cache-teacher", "train", "eval", "eval"]
     assert calls[0][calls[0].index("--corpus") + 1] == str(corpus)
     assert f"--corpus={corpus}" in calls[3] and calls[4][calls[4].index("--corpus") + 1] == str(corpus)
 
@@ -135,3 +149,14 @@ def test_a_training_run_stopped_before_its_first_complete_checkpoint_starts_over
     calls.clear()
     assert cli.main(["pipeline", "--out", str(out)]) == 0
     assert calls[0][0] == "train" and "--overwrite" in calls[0] and "--resume" not in calls[0]
+
+
+def test_no_out_of_domain_stage_on_request_and_the_cached_benchmark_table_is_printed(fake_stages, capsys, tmp_path):
+    calls, _, out = fake_stages
+    table = tmp_path / "bench" / "table.md"
+    table.parent.mkdir()
+    table.write_text("| model | pairs |\n| mse | 12800 |\n")
+    assert cli.main(["pipeline", "--out", str(out), "--out-of-domain", "none", "--baseline", str(table)]) == 0
+    assert [argv[0] for argv in calls][-1:] == ["eval"] and all("--out-of-domain" not in argv for argv in calls)
+    printed = capsys.readouterr().out
+    assert "| mse | 12800 |" in printed and f"cached run of scripts/bench_vs_mse.py ({table}" in printed

@@ -89,11 +89,21 @@ def stages(args: argparse.Namespace) -> list[Stage]:
                 lambda path=path: cache_is_current(path))
           for split, path in caches.items()),
         Stage("train", train_argv, lambda: (train / "export" / "sentence_transformers").is_dir()),
-        Stage("evaluate", ["eval", "retrieval", "--corpus", str(corpus), "--out", str(evaluation),
-                           "--models", f"teacher,student_before={student},student_after={train / 'export' / 'hf'}",
-                           "--max-length", str(args.max_length), "--seed", str(args.seed), *teacher],
-              lambda: (evaluation / REPORT_FILES["json"]).is_file()),
+        *(Stage(name, ["eval", "retrieval", "--corpus", str(corpus), "--out", str(directory),
+                       "--models", f"teacher,student_before={student},student_after={train / 'export' / 'hf'}",
+                       "--max-length", str(args.max_length), "--seed", str(args.seed), *teacher, *source],
+                lambda directory=directory: (directory / REPORT_FILES["json"]).is_file())
+          for name, directory, source in evaluations(args, out)),
     ]
+
+
+def evaluations(args: argparse.Namespace, out: Path) -> list[tuple[str, Path, list[str]]]:
+    """(stage name, report directory, extra eval arguments) of the retrieval evaluations: the test split,
+    and the out-of-domain set unless --out-of-domain none."""
+    runs = [("evaluate", out / "eval", [])]
+    if args.out_of_domain != "none":
+        runs.append(("evaluate (out of domain)", out / "eval_out_of_domain", ["--out-of-domain", args.out_of_domain]))
+    return runs
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +139,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "recipe's max_steps)")
     parser.add_argument("--train-minutes", type=float, default=None,
                         help="bound on the training loop's time (default: the recipe's max_time_minutes)")
+    parser.add_argument("--out-of-domain", default="package:django", metavar="SOURCE",
+                        help="also evaluate retrieval on pairs of another source (mmkd eval retrieval "
+                             "--out-of-domain; default %(default)s, Django's catalogs), or none")
+    parser.add_argument("--baseline", default="runs/bench_vs_mse/table.md",
+                        help="table of scripts/bench_vs_mse.py printed at the end when it exists (default %(default)s)")
     parser.set_defaults(func=run)
 
 
@@ -150,13 +165,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"[pipeline] {stage.name}: done in {time.perf_counter() - start:.0f} s", flush=True)
     from mmkd.evaluation.retrieval import REPORT_FILES
 
-    evaluation = Path(args.out) / "eval"
     print(f"[pipeline] finished. Student exported to {Path(args.out) / 'train' / 'export'} (Hugging Face and "
           f"sentence-transformers directories). Watch or review training with:\n"
-          f"  .venv/bin/tensorboard --logdir {Path(args.out) / 'train' / 'tensorboard'}\n"
-          f"Translation retrieval on the test split (top-1 %, teacher on both sides / student before / after):\n"
-          f"{(evaluation / REPORT_FILES['markdown']).read_text(encoding='utf-8')}"
-          f"Chart: {evaluation / REPORT_FILES['png']}", flush=True)
+          f"  .venv/bin/tensorboard --logdir {Path(args.out) / 'train' / 'tensorboard'}", flush=True)
+    for name, directory, _ in evaluations(args, Path(args.out)):
+        where = "the test split" if name == "evaluate" else f"the out-of-domain set ({args.out_of_domain})"
+        print(f"Translation retrieval on {where} (top-1 %, teacher on both sides / student before / after):\n"
+              f"{(directory / REPORT_FILES['markdown']).read_text(encoding='utf-8')}"
+              f"Chart: {directory / REPORT_FILES['png']}", flush=True)
+    baseline = Path(args.baseline)
+    if baseline.is_file():
+        print(f"MMKD beside the sentence-transformers MSE recipe at equal training time, from a cached run of "
+              f"scripts/bench_vs_mse.py ({baseline}; rerun it to refresh):\n{baseline.read_text(encoding='utf-8')}",
+              flush=True)
     return 0
 
 
