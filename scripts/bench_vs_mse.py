@@ -9,8 +9,9 @@ fitted P_s) and train on the same pairs, the recipe's language-sampled draw of t
   mmkd  `mmkd train RECIPE` with every objective, stopped by --minutes (max_time_minutes: the
         learning-rate schedule follows the time budget); its export/sentence_transformers is scored;
   mse   Reimers & Gurevych (2020) with sentence-transformers itself (mmkd.evaluation.mse_baseline): its
-        MSELoss regresses the student's embedding of x and of y onto the teacher's of x, its trainer, the
-        recipe's pairs per step, warmup then decay to 0 at the time budget.
+        MSELoss regresses the student's embedding of x and of y onto the teacher's of x (read from the
+        run's teacher cache, as MMKD's SentA reads it), its trainer, the recipe's pairs per step, warmup
+        then decay to 0 at the time budget.
 Then, for those two, the English teacher on both sides and the student before training: top-1
 retrieval both ways on the test split and on the out-of-domain set (--ood, default Django's catalogs;
 languages the source lacks are left out of its means), per language and high/low-resource means, and
@@ -38,7 +39,7 @@ from mmkd.evaluation.mse_baseline import MSEBaselineConfig, train_mse_baseline
 from mmkd.evaluation.retrieval import DIRECTIONS, GROUPS, evaluate_retrieval
 from mmkd.models.sentence_transformer import save_sentence_transformer
 from mmkd.models.student import load_student
-from mmkd.models.teacher import teacher_files
+from mmkd.teacher_cache import TeacherCache
 from mmkd.train_config import load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,27 +76,14 @@ def run_mmkd(args: argparse.Namespace, out: Path) -> dict:
 
 
 def run_mse(args: argparse.Namespace, out: Path) -> dict:
-    """Train the MSE baseline for args.minutes on the recipe's draw of pairs; {"steps", "pairs", "seconds", "model"}."""
-    from sentence_transformers import SentenceTransformer
-
+    """Train the MSE baseline for args.minutes on the recipe's draw of pairs, towards the teacher's sentence
+    embeddings from the run's teacher cache (the targets of MMKD's SentA); {"steps", "pairs", "seconds", "model"}."""
     cfg = load_train_config(args.recipe, [])
     train = load_corpus(Path(args.run) / "corpus")["train"]
     rows = LanguageSampler(column(train, "lang"), cfg.alpha, seed=args.seed).global_indices().tolist()
     src, tgt = column(train, "src"), column(train, "tgt")
     english, translations = [src[i] for i in rows], [tgt[i] for i in rows]
-    targets_file = out / "teacher_embeddings.pt"
-    distinct = list(dict.fromkeys(english))
-    if targets_file.is_file():
-        by_text = torch.load(targets_file, weights_only=True)
-    else:
-        teacher = SentenceTransformer(str(teacher_files(cfg.teacher)[0]), device="cpu")
-        teacher.max_seq_length = cfg.max_length
-        print(f"[bench] mse: teacher embeddings of {len(distinct)} English sentences", flush=True)
-        by_text = teacher.encode(distinct, batch_size=128, convert_to_tensor=True, show_progress_bar=True).cpu()
-        out.mkdir(parents=True, exist_ok=True)
-        torch.save(by_text, targets_file)
-    index = {text: i for i, text in enumerate(distinct)}
-    targets = by_text[torch.tensor([index[text] for text in english])]
+    targets = TeacherCache(Path(args.run) / "teacher_cache_train").sentence_embeddings(rows).float()  # SentA's targets
     init = save_sentence_transformer(load_student(Path(args.run) / "student"), out / "init", cfg.max_length,
                                      normalize=False)
     config = MSEBaselineConfig(budget_seconds=60.0 * args.minutes, batch_size=global_batch(cfg.ds_config),

@@ -98,6 +98,7 @@ def test_lookup_equals_live_teacher_at_the_positions_training_reads(built, teach
     assert not cached.token_states[~read].any()  # [CLS], [SEP], [UNK] and padding are not stored
     torch.testing.assert_close(cached.sentence_embedding.float(), live.sentence_embedding, atol=1e-3, rtol=1e-3)
     assert int(batch["teacher_attention_mask"][1].sum()) == MAX_LENGTH  # row 4 is truncated
+    assert torch.equal(cache.sentence_embeddings(rows), cached.sentence_embedding)  # SentA's targets alone
 
 
 def test_the_collator_with_the_cache_adds_the_lookup_and_survives_pickling(built, teacher, train):

@@ -123,6 +123,14 @@ class TeacherCache:
         return TeacherOutputs(token_states=token_states, sentence_embedding=torch.from_numpy(sentence),
                               attention_mask=batch["teacher_attention_mask"])
 
+    def sentence_embeddings(self, rows: Sequence[int]) -> Tensor:
+        """The teacher's sentence embeddings (len(rows), d_T) float16 of split rows `rows` (SentA's targets)."""
+        embeddings = np.empty((len(rows), self.hidden_size), dtype=np.float16)
+        for i, row in enumerate(rows):
+            shard, local, _, _ = self._span(int(self.index[row]))
+            embeddings[i] = shard.arrays["sentence"][local]
+        return torch.from_numpy(embeddings)
+
     def _span(self, sentence: int) -> tuple[Shard, int, int, int]:
         """(shard, row in the shard, first token row, end token row) of sentence id `sentence`."""
         shard = self.shards[sentence // self.shard_size]
