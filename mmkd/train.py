@@ -39,7 +39,7 @@ from mmkd.evaluation.retrieval import DEV_RETRIEVAL_POOL, dev_retrieval
 from mmkd.models.teacher import load_teacher
 from mmkd.objectives.combined import TERM_WEIGHTS, LossWeights, MMKDLoss, MMKDLossOutput
 from mmkd.phases import phase
-from mmkd.schedule import RunBudget, set_schedule_iteration, warmup_beyond_run
+from mmkd.schedule import RunBudget, schedule_warnings, set_schedule_iteration
 from mmkd.step_health import StepHealth
 from mmkd.teacher_cache import TeacherCache
 from mmkd.train_config import TrainConfig, load_train_config, save_train_config
@@ -247,8 +247,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
               f"{total_steps} steps ({run.steps_per_epoch}/epoch), student {n_params / 1e6:.2f}M params, "
               f"teacher {'live' if cache is None else 'cached'}, compute dtype {str(dtype).removeprefix('torch.')} "
               f"(ZeRO stage {engine.zero_optimization_stage()}), peak {peak:.2f} TFLOP/s per device", flush=True)
-        warning = warmup_beyond_run(run.ds_config, total_steps)
-        if warning:
+        for warning in schedule_warnings(run.ds_config, total_steps):
             print(f"mmkd train: {warning}", flush=True)
 
     loop = {"step": 0, "epoch": 0, "consumed": 0}
