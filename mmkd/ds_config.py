@@ -150,8 +150,8 @@ def section_error(err: Any, config: dict[str, Any], source: str | Path) -> MMKDE
                    None)
     path = loc if not loc or loc[0] in config or section is None else [section, *loc]
     key = ".".join(path)
-    if first["type"] == "extra_forbidden":
-        model = section_model(err.title, loc[:-1])
+    model = section_model(err.title, loc[:-1])
+    if first["type"] == "extra_forbidden" and model is not None:
         prefix = ".".join(path[:-1])
         fields = sorted(set(model.model_fields) | {info.alias for info in model.model_fields.values() if info.alias})
         return unknown_key_error(key, [f"{prefix}.{name}" for name in fields], source,
@@ -160,17 +160,21 @@ def section_error(err: Any, config: dict[str, Any], source: str | Path) -> MMKDE
 
 
 def section_model(title: str, loc: list[str]) -> Any:
-    """The DeepSpeed pydantic model named `title`, followed through the fields named in `loc`."""
+    """The DeepSpeed pydantic model named `title`, followed through the fields named in `loc`; None
+    when there is none."""
     from deepspeed.runtime.config_utils import DeepSpeedConfigModel
 
     def subclasses(cls: type) -> list[type]:
         return [cls] + [sub for child in cls.__subclasses__() for sub in subclasses(child)]
 
-    model = next(cls for cls in subclasses(DeepSpeedConfigModel) if cls.__name__ == title)
+    model = next((cls for cls in subclasses(DeepSpeedConfigModel) if cls.__name__ == title), None)
     for name in loc:
+        if model is None or name not in model.model_fields:
+            return None
         annotation = model.model_fields[name].annotation
         candidates = [annotation, *typing.get_args(annotation)]
-        model = next(cls for cls in candidates if isinstance(cls, type) and issubclass(cls, DeepSpeedConfigModel))
+        model = next((cls for cls in candidates if isinstance(cls, type) and issubclass(cls, DeepSpeedConfigModel)),
+                     None)
     return model
 
 

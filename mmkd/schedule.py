@@ -62,11 +62,17 @@ def set_schedule_iteration(scheduler: Any, iteration: float) -> None:
     scheduler.step()
 
 
-def warmup_beyond_run(ds_config: dict[str, Any], total_steps: int) -> str | None:
-    """A warning when the scheduler's warmup_num_steps exceeds the run's `total_steps` (the lr then
-    never reaches its peak nor decays), else None."""
-    warmup = ds_config.get("scheduler", {}).get("params", {}).get("warmup_num_steps")
+def schedule_warnings(ds_config: dict[str, Any], total_steps: int) -> list[str]:
+    """Warnings for a scheduler that cannot follow a run of `total_steps` (the JSON with the run's
+    values, engine.with_run_values): a warmup longer than the run (the lr never reaches its peak nor
+    decays), a total_num_steps other than the run's (the schedule ends before or after the run)."""
+    params = ds_config.get("scheduler", {}).get("params", {})
+    warnings = []
+    warmup, total = params.get("warmup_num_steps"), params.get("total_num_steps")
     if isinstance(warmup, int) and warmup > total_steps:
-        return (f"warning: warmup_num_steps {warmup} in the DeepSpeed JSON is more than the run's {total_steps} "
-                "steps: the lr never reaches its peak nor decays")
-    return None
+        warnings.append(f"warning: warmup_num_steps {warmup} in the DeepSpeed JSON is more than the run's "
+                        f"{total_steps} steps: the lr never reaches its peak nor decays")
+    if isinstance(total, int) and total != total_steps:
+        warnings.append(f"warning: total_num_steps {total} in the DeepSpeed JSON is not the run's {total_steps} "
+                        "steps: the schedule does not end with the run (\"auto\" makes them the same)")
+    return warnings

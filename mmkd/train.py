@@ -41,7 +41,7 @@ from mmkd.flops import EncoderShape, MicroStepFlops
 from mmkd.models.teacher import TeacherOutputs, load_teacher
 from mmkd.objectives.combined import TERM_WEIGHTS, LossWeights, MMKDLoss, MMKDLossOutput
 from mmkd.phases import phase
-from mmkd.schedule import RunBudget, set_schedule_iteration, warmup_beyond_run
+from mmkd.schedule import RunBudget, schedule_warnings, set_schedule_iteration
 from mmkd.step_health import StepHealth
 from mmkd.teacher_cache import TeacherCache
 from mmkd.teacher_cache.build import teacher_precision
@@ -289,8 +289,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
               f"teacher {'live' if cache is None else 'cached'}, compute dtype {str(dtype).removeprefix('torch.')} "
               f"(ZeRO stage {engine.zero_optimization_stage()}), peak {peak:.2f} TFLOP/s per device", flush=True)
         print(f"mmkd train: {global_batch_note(run.ds_config, micro * accumulation * world)}", flush=True)
-        warning = warmup_beyond_run(run.ds_config, total_steps)
-        if warning:
+        for warning in schedule_warnings(run.ds_config, total_steps):
             print(f"mmkd train: {warning}", flush=True)
 
     loop, tag = {"step": 0, "epoch": 0, "consumed": 0}, None  # tag: the newest checkpoint of this run

@@ -159,3 +159,11 @@ def test_deepspeeds_other_refusals_are_not_called_batch_sizes(monkeypatch):
 def test_misspelled_optimizer_params_are_refused(tmp_path, change, message):
     with pytest.raises(MMKDError, match=r"mine\.json: unknown DeepSpeed key " + message):
         load_ds_config(written(tmp_path, change))
+
+
+def test_fp16_and_bf16_together_are_refused():
+    config = json.loads((CONFIG_DIR / "gpu_fp16_zero1.json").read_text())
+    config["bf16"] = {"enabled": True}
+    with pytest.raises(MMKDError, match=r"mine\.json: DeepSpeed refuses this config: bfloat16 and fp16 modes cannot be "
+                                        r"simultaneously enabled"):
+        check_known_keys(config, "mine.json")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from deepspeed.runtime.lr_schedules import WarmupDecayLR
 
-from mmkd.schedule import RunBudget, set_schedule_iteration, warmup_beyond_run
+from mmkd.schedule import RunBudget, schedule_warnings, set_schedule_iteration
 
 LR = 1e-4
 
@@ -76,9 +76,13 @@ def test_a_resumed_run_continues_the_time_budget():
     assert budget.time_up(budget.elapsed())
 
 
-def test_a_warmup_longer_than_the_run_is_named():
-    config = {"scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 100}}}
-    assert warmup_beyond_run(config, 4) == ("warning: warmup_num_steps 100 in the DeepSpeed JSON is more than the "
-                                            "run's 4 steps: the lr never reaches its peak nor decays")
-    assert warmup_beyond_run(config, 100) is None
-    assert warmup_beyond_run({}, 4) is None
+def test_a_schedule_that_cannot_follow_the_run_is_named():
+    config = {"scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 100, "total_num_steps": 1000}}}
+    assert schedule_warnings(config, 4) == [
+        "warning: warmup_num_steps 100 in the DeepSpeed JSON is more than the run's 4 steps: the lr never reaches "
+        "its peak nor decays",
+        "warning: total_num_steps 1000 in the DeepSpeed JSON is not the run's 4 steps: the schedule does not end "
+        "with the run (\"auto\" makes them the same)"]
+    config["scheduler"]["params"]["total_num_steps"] = 100
+    assert schedule_warnings(config, 100) == []
+    assert schedule_warnings({}, 4) == []
