@@ -31,3 +31,11 @@ def teacher_tokenizer(teacher_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(teacher_dir)
+
+
+@pytest.fixture(scope="module")
+def student_tokenizer():
+    """The small WordPiece student tokenizer of tests/small_tokenizer.py (data tests)."""
+    from small_tokenizer import build_student_tokenizer
+
+    return build_student_tokenizer()

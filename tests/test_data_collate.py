@@ -10,7 +10,6 @@ import os
 
 import pytest
 import torch
-from test_data_student_tokenizer import student_tokenizer  # noqa: F401  (fixture)
 
 from mmkd.data.collate import MMKDCollator
 from mmkd.errors import MMKDError

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_data_student_tokenizer import student_tokenizer  # noqa: F401  (fixture)
 
 from mmkd.data.span_matching import NO_SPAN, match_aligned, match_spans, token_spans, word_spans
 from mmkd.errors import MMKDError

@@ -9,15 +9,22 @@ from torch import nn
 from mmkd.evaluation.retrieval import student_encoder
 from mmkd.models.sentence_transformer import save_sentence_transformer
 from mmkd.models.student import load_student
-from test_models_student import D_TEACHER, tiny_mlm_dir
 
+D_TEACHER = 24
 TEXTS = ["Open the file.", "Save it", "Ouvrez le fichier et fermez-le ensuite.", "Sauvez", "无法打开文件"]
 
 
 @pytest.fixture(scope="module")
 def student_dir(tmp_path_factory, teacher_tokenizer):
-    """A tiny student directory whose P_s is not the identity nor a multiple of it."""
-    plain = tiny_mlm_dir(tmp_path_factory.mktemp("plain"), teacher_tokenizer)
+    """A tiny student directory (random 2-layer BERT masked LM, hidden 16) with seeded heads to d_T 24."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    plain = tmp_path_factory.mktemp("plain")
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig(vocab_size=len(teacher_tokenizer), hidden_size=16, num_hidden_layers=2,
+                               num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+                    ).save_pretrained(plain)
+    teacher_tokenizer.save_pretrained(plain)
     student = load_student(str(plain), teacher_hidden_size=D_TEACHER)
     directory = tmp_path_factory.mktemp("student")
     return student.save(directory)
