@@ -7,7 +7,8 @@ import json
 import pytest
 
 from mmkd import cli
-from mmkd.engine import batch_geometry, load_ds_config
+from mmkd.ds_config import check_batch_sizes
+from mmkd.engine import load_ds_config
 from mmkd.errors import MMKDError
 from mmkd.train_config import TrainConfig, load_train_config, save_train_config
 
@@ -135,7 +136,7 @@ def test_ds_overrides_are_recorded_and_applied_to_the_deepspeed_json(tmp_path):
     assert load_train_config(str(tmp_path / "saved.json")).ds == cfg.ds
     config = load_ds_config(cfg.ds_config, cfg.ds)
     assert config["optimizer"]["params"]["lr"] == 5e-5 and config["bf16"] == {"enabled": False}
-    assert batch_geometry(config, cfg.ds_config) == (4, 2)  # DeepSpeed's own resolution of the batch keys
+    assert check_batch_sizes(config, cfg.ds_config, world_size=1) == (4, 2)  # resolved by DeepSpeedConfig
     assert load_ds_config(cfg.ds_config)["train_micro_batch_size_per_gpu"] == 8  # the file is untouched
 
 
