@@ -176,7 +176,7 @@ def test_fp16_on_a_cpu_is_refused_up_front(tiny, capsys):
     from mmkd.train import main
 
     assert main([str(tiny / "recipe.yaml"), f"--ds_config={REPO / 'ds_configs' / 'gpu_fp16_zero1.json'}"]) == 2
-    assert "fp16 needs a GPU; use ds_configs/cpu_bf16_zero2.json (bf16)" in capsys.readouterr().err
+    assert "fp16 needs a GPU; use cpu_bf16_zero2 (bf16)" in capsys.readouterr().err
 
 
 def test_config_typo_is_refused_naming_the_key(tiny, capsys):
