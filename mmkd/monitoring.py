@@ -12,6 +12,8 @@ Scalars (TensorBoard tags; x axis = engine.global_samples):
   dev/loss, dev/<term>, dev/lang/<lang>      dev evaluation (mmkd.train.evaluate)
   dev/retrieval/<lang>/x2y, .../y2x  top-1 translation retrieval on dev (mmkd.evaluation.retrieval.dev_retrieval;
                                      train config eval_retrieval)
+  dev/retrieval/mean                 their mean: the figure to choose a checkpoint by
+Text: run/config, the run's train config and DeepSpeed JSON (as given to deepspeed.initialize).
 DeepSpeed's own monitor writes Train/Samples/lr at every step (read after the step: the lr the
 next step runs at, where train/lr is the one the step ran at), and Train/Samples/loss_scale when
 fp16 is on.
@@ -19,6 +21,7 @@ fp16 is on.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -123,6 +126,16 @@ def write_scalars(engine: Any, prefix: str, scalars: dict[str, float]) -> None:
     if engine.monitor.enabled and engine.global_rank == 0:
         engine.monitor.write_events([(f"{prefix}/{name}", float(value), engine.global_samples)
                                      for name, value in scalars.items()])
+
+
+def write_config_text(engine: Any, config: dict[str, Any]) -> None:
+    """The run's configuration as TensorBoard text `run/config` (a JSON block), rank 0, when the
+    DeepSpeed JSON enables TensorBoard."""
+    writer = getattr(getattr(engine.monitor, "tb_monitor", None), "summary_writer", None)
+    if engine.monitor.enabled and engine.global_rank == 0 and writer is not None:
+        text = json.dumps(config, indent=2, sort_keys=True, default=str)
+        writer.add_text("run/config", "\n".join("    " + line for line in text.splitlines()), engine.global_samples)
+        writer.flush()
 
 
 def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:

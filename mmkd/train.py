@@ -28,6 +28,7 @@ import deepspeed.comm as dist
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from mmkd import checkpointing, master_weights, monitoring
 from mmkd.corpus.schema import load_corpus
@@ -144,13 +145,15 @@ def dev_plan(langs: list[str], micro: int, per_language: int, rank: int, world: 
 
 
 def evaluate(engine: Any, dev: IndexedSplit, plan: list[tuple[str, list[int], float]], collator: Any, cache: Any,
-             teacher: Any, terms: list[str], languages: list[str]) -> dict[str, float]:
-    """Dev loss, each term and each language's total, averaged over the dev batches of all ranks."""
+             teacher: Any, terms: list[str], languages: list[str], progress: bool = False) -> dict[str, float]:
+    """Dev loss, each term and each language's total, averaged over the dev batches of all ranks;
+    `progress` shows a bar over this rank's dev batches."""
     # rows: languages; columns: weighted total, weighted terms..., weight
     stats = torch.zeros(len(languages), len(terms) + 2, dtype=torch.float64, device=engine.device)
     engine.eval()
     with torch.no_grad():
-        for lang, rows, weight in plan:
+        for lang, rows, weight in tqdm(plan, desc="dev evaluation", unit="batch", disable=not progress, leave=False,
+                                       dynamic_ncols=True):
             batch = collator([dev[row] for row in rows])
             out = engine(to_device(batch, engine.device), teacher_outputs(batch, cache, teacher, engine.device))
             values = [out.total] + [out.terms[name] for name in terms]
@@ -284,6 +287,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if rank == 0:
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
         save_train_config(cfg, Path(cfg.output_dir) / checkpointing.TRAIN_CONFIG)
+        monitoring.write_config_text(engine, {"train_config": cfg.to_dict(), "ds_config": run.ds_config})
         print(f"mmkd train: {world} rank(s), micro-batch {micro} x accumulation {accumulation}, "
               f"{total_steps} steps ({run.steps_per_epoch}/epoch), student {n_params / 1e6:.2f}M params, "
               f"teacher {'live' if cache is None else 'cached'}, compute dtype {str(dtype).removeprefix('torch.')} "
@@ -347,7 +351,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         save_now = step % cfg.save_interval == 0 or final
         if evaluate_now:
             dev = evaluate(engine, IndexedSplit(corpus["dev"]), plan, dev_collator, run.dev_cache, teacher, terms,
-                           dev_languages)
+                           dev_languages, progress=rank == 0 and cfg.progress_bar)
             if cfg.eval_retrieval:
                 dev.update(dev_retrieval(engine.module.student, corpus["dev"], DEV_RETRIEVAL_POOL, cfg.seed,
                                          cfg.max_length, micro, engine.device))

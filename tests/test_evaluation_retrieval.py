@@ -126,7 +126,9 @@ def test_command_writes_json_markdown_and_png(tiny, tmp_path, capsys):
     assert low == pytest.approx(sum(report["languages"][lang]["models"]["before"]["x2y"] for lang in ("es", "fr")) / 2)
     table = (out / "retrieval.md").read_text()
     assert "before x→y %" in table and "low-resource mean (< 40 train pairs): es, fr" in table
-    assert table in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert table in printed.out
+    assert "retrieval: teacher" in printed.err and "retrieval: before" in printed.err  # progress bars
     assert (out / "retrieval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # one row per report, e.g. configs of an ablation
     rows = comparison_table({"a": report, "b": report}, model="teacher").splitlines()

@@ -136,7 +136,7 @@ def test_ds_overrides_are_recorded_and_applied_to_the_deepspeed_json(tmp_path):
     assert load_train_config(str(tmp_path / "saved.json")).ds == cfg.ds
     config = load_ds_config(cfg.ds_config, cfg.ds)
     assert config["optimizer"]["params"]["lr"] == 5e-5 and config["bf16"] == {"enabled": False}
-    assert check_batch_sizes(config, cfg.ds_config, world_size=1) == (4, 2)  # DeepSpeed's own resolution
+    assert check_batch_sizes(config, cfg.ds_config, world_size=1) == (4, 2)  # resolved by DeepSpeedConfig
     assert load_ds_config(cfg.ds_config)["train_micro_batch_size_per_gpu"] == 8  # the file is untouched
 
 

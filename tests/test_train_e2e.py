@@ -48,6 +48,16 @@ def run_train(tiny: Path, name: str, overrides: list[str], ranks: int) -> Path:
     return out
 
 
+def run_config_text(out: Path) -> str:
+    """The run/config TensorBoard text of a run (its first event)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard" / "mmkd"), size_guidance={"tensors": 0})
+    events.Reload()
+    (first, *_) = events.Tensors("run/config/text_summary")
+    return first.tensor_proto.string_val[0].decode("utf-8")
+
+
 @pytest.fixture(scope="module")
 def zero2(tiny) -> Path:
     """2 ranks, ZeRO-2 bf16, cached teacher, 4 steps of 8 x 2 accumulation x 2 ranks = 32 pairs, export."""
@@ -77,8 +87,13 @@ def test_two_ranks_zero2_logs_every_term_and_throughput(zero2):
         assert logged["train/loss"][step] == pytest.approx(total, rel=1e-5)
     retrieval = [f"dev/retrieval/{lang}/{direction}" for lang in ("de", "es", "fr") for direction in ("x2y", "y2x")]
     for tag in ["dev/loss", *(f"dev/{term}" for term in TERMS), "dev/lang/de", "dev/lang/es", "dev/lang/fr",
-                *retrieval]:
+                *retrieval, "dev/retrieval/mean"]:
         assert sorted(logged[tag]) == [64, 128], tag
+    for step in (64, 128):
+        mean = sum(logged[tag][step] for tag in retrieval) / len(retrieval)
+        assert logged["dev/retrieval/mean"][step] == pytest.approx(mean, rel=1e-6)
+    config_text = run_config_text(zero2)
+    assert '"train_config"' in config_text and '"train_micro_batch_size_per_gpu": 8' in config_text
     # top-1 in a pool of all dev pairs of the language (de 12, es and fr 6): a multiple of 1/12 or 1/6
     for tag in retrieval:
         assert all(0 <= value <= 1 and abs(value * 12 - round(value * 12)) < 1e-5 for value in logged[tag].values())
@@ -161,7 +176,7 @@ def test_fp16_on_a_cpu_is_refused_up_front(tiny, capsys):
     from mmkd.train import main
 
     assert main([str(tiny / "recipe.yaml"), f"--ds_config={REPO / 'ds_configs' / 'gpu_fp16_zero1.json'}"]) == 2
-    assert "fp16 needs a GPU; use ds_configs/cpu_bf16_zero2.json (bf16)" in capsys.readouterr().err
+    assert "fp16 needs a GPU; use cpu_bf16_zero2 (bf16)" in capsys.readouterr().err
 
 
 def test_config_typo_is_refused_naming_the_key(tiny, capsys):

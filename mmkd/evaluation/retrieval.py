@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from mmkd.corpus.schema import SPLITS, column, language_counts, load_corpus
 from mmkd.data.tokenization import encode_texts
@@ -111,21 +112,26 @@ def group_means(per_language: Mapping[str, Mapping[str, Mapping[str, float | Non
 
 
 # ---- encoders ----
-def batched(encode_batch: Callable[[list[str]], Tensor], texts: Sequence[str], batch_size: int) -> Tensor:
+def batched(encode_batch: Callable[[list[str]], Tensor], texts: Sequence[str], batch_size: int,
+            progress: str | None = None) -> Tensor:
     """encode_batch over `texts` in batches of similar length (less padding), under no_grad, returned in
-    the order of `texts` as (N, d) float32 on the CPU."""
+    the order of `texts` as (N, d) float32 on the CPU; `progress` titles a progress bar (None: none)."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    starts = tqdm(range(0, len(order), batch_size), desc=progress, unit="batch", disable=progress is None,
+                  leave=False, dynamic_ncols=True)
     with torch.no_grad():
         chunks = [encode_batch([texts[i] for i in order[start:start + batch_size]]).float().cpu()
-                  for start in range(0, len(order), batch_size)]
+                  for start in starts]
     embeddings = torch.cat(chunks)
     result = torch.empty_like(embeddings)
     result[torch.tensor(order)] = embeddings
     return result
 
 
-def teacher_encoder(teacher: Teacher, max_length: int, batch_size: int, device: torch.device) -> Encoder:
-    """The teacher's sentence embeddings (B, d_T) (Teacher.encode), the teacher moved to `device`."""
+def teacher_encoder(teacher: Teacher, max_length: int, batch_size: int, device: torch.device,
+                    progress: str | None = None) -> Encoder:
+    """The teacher's sentence embeddings (B, d_T) (Teacher.encode), the teacher moved to `device`;
+    `progress` titles a progress bar per call (as in `batched`)."""
     teacher.model.to(device)
 
     def encode(texts: list[str]) -> Tensor:
@@ -133,14 +139,14 @@ def teacher_encoder(teacher: Teacher, max_length: int, batch_size: int, device: 
         return teacher.encode(encoded["input_ids"].to(device), encoded["attention_mask"].to(device),
                               texts).sentence_embedding
 
-    return lambda texts: batched(encode, texts, batch_size)
+    return lambda texts: batched(encode, texts, batch_size, progress)
 
 
 def student_encoder(student: MMKDStudent, max_length: int, batch_size: int, device: torch.device,
-                    normalize: bool = False) -> Encoder:
+                    normalize: bool = False, progress: str | None = None) -> Encoder:
     """The student's sentence embedding (B, d_T), P_s(mean_pool(last hidden)), unit length when `normalize`
     (as the teacher's is): what the export's sentence-transformers model computes. The student is
-    already on `device`; eval mode while encoding."""
+    already on `device`; eval mode while encoding; `progress` titles a progress bar (as in `batched`)."""
 
     def encode(texts: list[str]) -> Tensor:
         encoded = encode_texts(student.tokenizer, texts, max_length=max_length)
@@ -149,7 +155,7 @@ def student_encoder(student: MMKDStudent, max_length: int, batch_size: int, devi
 
     def encode_all(texts: Sequence[str]) -> Tensor:
         with student.evaluating():
-            return batched(encode, texts, batch_size)
+            return batched(encode, texts, batch_size, progress)
 
     return encode_all
 
@@ -173,14 +179,15 @@ def is_student(model: str) -> bool:
     return (Path(model) / STUDENT_FILE).is_file()
 
 
-def load_student_encoder(model: str, teacher: Teacher, max_length: int, batch_size: int, device: torch.device
-                         ) -> Encoder:
+def load_student_encoder(model: str, teacher: Teacher, max_length: int, batch_size: int, device: torch.device,
+                         progress: str | None = None) -> Encoder:
     """The encoder of a student directory (`is_student`)."""
     student = load_student(Path(model), teacher_hidden_size=teacher.hidden_size).to(device)
-    return student_encoder(student, max_length, batch_size, device, normalize=teacher.normalize)
+    return student_encoder(student, max_length, batch_size, device, normalize=teacher.normalize, progress=progress)
 
 
-def sentence_transformer_encoder(model: str, batch_size: int, device: torch.device) -> Encoder:
+def sentence_transformer_encoder(model: str, batch_size: int, device: torch.device,
+                                 progress: str | None = None) -> Encoder:
     """`SentenceTransformer.encode` of any model path or hub name (its own pipeline, default prompt and
     max_seq_length; a plain Hugging Face encoder is mean-pooled). MMKDError when it cannot be loaded."""
     pipeline = sentence_pipeline(model_dir(model, "model"), role="model").to(device)
@@ -188,7 +195,7 @@ def sentence_transformer_encoder(model: str, batch_size: int, device: torch.devi
     def encode(texts: list[str]) -> Tensor:  # encode runs under inference_mode: clone into a normal tensor
         return pipeline.encode(texts, batch_size=len(texts), convert_to_tensor=True, show_progress_bar=False).clone()
 
-    return lambda texts: batched(encode, texts, batch_size)
+    return lambda texts: batched(encode, texts, batch_size, progress)
 
 
 # ---- the evaluation ----
@@ -224,11 +231,12 @@ def evaluate_split(split: Any, encoders: Mapping[str, Encoder], teacher_encode: 
 def evaluate_retrieval(corpus: str | Path, models: Mapping[str, str], *, split: str = "test",
                        teacher: str | None = None, pool: int = 1000, seed: int = 0, batch_size: int = 64,
                        max_length: int = 128, low_resource_below: int = LOW_RESOURCE_BELOW,
-                       device: str | None = None, out_of_domain: str | None = None) -> dict[str, Any]:
+                       device: str | None = None, out_of_domain: str | None = None,
+                       progress: bool = False) -> dict[str, Any]:
     """The retrieval report of `models` ({label: "teacher" | student directory | any sentence-transformers
     or Hugging Face path or hub name}) on a corpus split, or, with `out_of_domain` (a source of
     mmkd.evaluation.out_of_domain), on that source's pairs whose English is in no split of the corpus;
-    languages are grouped by the corpus's train pairs either way."""
+    languages are grouped by the corpus's train pairs either way. `progress` shows a bar per model and side."""
     if split not in SPLITS:
         raise MMKDError(f"{corpus}: no split {split!r} (a corpus has {', '.join(SPLITS)})")
     if pool < 1:
@@ -246,10 +254,14 @@ def evaluate_retrieval(corpus: str | Path, models: Mapping[str, str], *, split: 
         raise MMKDError(f"{out_of_domain or corpus}: split {split!r} is empty")
     run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     the_teacher = load_teacher(teacher)
-    teacher_encode = teacher_encoder(the_teacher, max_length, batch_size, run_device)
+
+    def title(label: str) -> str | None:
+        return f"retrieval: {label}" if progress else None
+
+    teacher_encode = teacher_encoder(the_teacher, max_length, batch_size, run_device, title(TEACHER))
     encoders = {label: teacher_encode if model == TEACHER else
-                load_student_encoder(model, the_teacher, max_length, batch_size, run_device) if is_student(model)
-                else sentence_transformer_encoder(model, batch_size, run_device)
+                load_student_encoder(model, the_teacher, max_length, batch_size, run_device, title(label))
+                if is_student(model) else sentence_transformer_encoder(model, batch_size, run_device, title(label))
                 for label, model in models.items()}
     other_space = [label for label, model in models.items() if model != TEACHER and not is_student(model)]
     per_language = evaluate_split(dsd[split], encoders, teacher_encode, pool, seed, other_space)
@@ -266,12 +278,14 @@ def evaluate_retrieval(corpus: str | Path, models: Mapping[str, str], *, split: 
 
 def dev_retrieval(student: MMKDStudent, split: Any, pool: int, seed: int, max_length: int, batch_size: int,
                   device: torch.device) -> dict[str, float]:
-    """{"retrieval/<lang>/x2y": ..., "retrieval/<lang>/y2x": ...} of a student on a split (training's dev
-    evaluation: no teacher, so no MSE). Under ZeRO-3 every rank must call it."""
+    """{"retrieval/<lang>/x2y": ..., "retrieval/<lang>/y2x": ..., "retrieval/mean": their mean (the one
+    figure to choose checkpoints by)} of a student on a split (training's dev evaluation: no teacher, so
+    no MSE). Under ZeRO-3 every rank must call it."""
     per_language = evaluate_split(split, {"student": student_encoder(student, max_length, batch_size, device)},
                                   None, pool, seed)
-    return {f"retrieval/{lang}/{direction}": result["models"]["student"][direction]
-            for lang, result in per_language.items() for direction in DIRECTIONS}
+    scores = {f"retrieval/{lang}/{direction}": result["models"]["student"][direction]
+              for lang, result in per_language.items() for direction in DIRECTIONS}
+    return {**scores, "retrieval/mean": sum(scores.values()) / max(len(scores), 1)}
 
 
 # ---- the outputs ----
