@@ -203,6 +203,8 @@ def test_a_resume_with_another_precision_is_refused_before_loading(runs):
     assert result.returncode == 2, explain(result)
     assert "written by a run of another shape (precision bf16 there, fp32 here)" in result.stderr
     assert "Traceback" not in result.stderr
+    out = runs["outs"]["other_precision"]  # its train config still names the run's own DeepSpeed JSON
+    assert json.loads((out / "train_config.json").read_text())["ds_config"] == "ds_configs/cpu_bf16_zero2.json"
 
 
 @pytest.mark.parametrize("what", TMPFS_KIB)
