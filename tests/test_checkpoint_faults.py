@@ -10,7 +10,6 @@ Runs go in parallel, three at a time, in two rounds (the killed runs, then their
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -127,11 +126,11 @@ def craft_rng_payload(reference: Path, out: Path, marker: Path) -> Path:
 
 def train_stage(train_dir: Path) -> tuple[bool, list[str]]:
     """(is the pipeline's train stage complete, its argv) for a pipeline whose train stage writes `train_dir`."""
+    from mmkd.cli import build_parser
     from mmkd.commands.pipeline import stages
 
-    args = argparse.Namespace(out=str(train_dir.parent), recipe="recipes/cpu_main.yaml", langs="de",
-                              vocab_size=100, seed=0, max_length=32, train_steps=None, train_minutes=None)
-    stage = next(stage for stage in stages(args) if stage.name == "train")
+    argv = ["pipeline", "--out", str(train_dir.parent)]
+    stage = next(stage for stage in stages(build_parser(argv).parse_args(argv)) if stage.name == "train")
     return stage.done(), stage.argv
 
 
