@@ -285,9 +285,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     n_params = parameter_count(engine.module.student)
     peak = monitoring.peak_tflops(cfg.peak_tflops, dtype, engine.device)
     if rank == 0:
-        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-        save_train_config(cfg, Path(cfg.output_dir) / checkpointing.TRAIN_CONFIG)
-        monitoring.write_config_text(engine, {"train_config": cfg.to_dict(), "ds_config": run.ds_config})
         print(f"mmkd train: {world} rank(s), micro-batch {micro} x accumulation {accumulation}, "
               f"{total_steps} steps ({run.steps_per_epoch}/epoch), student {n_params / 1e6:.2f}M params, "
               f"teacher {'live' if cache is None else 'cached'}, compute dtype {str(dtype).removeprefix('torch.')} "
@@ -299,6 +296,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     loop, tag = {"step": 0, "epoch": 0, "consumed": 0}, None  # tag: the newest checkpoint of this run
     if cfg.resume or cfg.resume_from is not None:
         loop, tag = checkpointing.load_checkpoint(engine, cfg)  # last: it restores the RNG states
+    if rank == 0:  # after the resume checks: a refused resume leaves the run's train config as it was
+        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+        save_train_config(cfg, Path(cfg.output_dir) / checkpointing.TRAIN_CONFIG)
+        monitoring.write_config_text(engine, {"train_config": cfg.to_dict(), "ds_config": run.ds_config})
     loop.setdefault("changed_steps", loop["step"])  # steps that changed the weights (older checkpoints: all)
     loop.setdefault("train_seconds", 0.0)  # loop time of the runs resumed, for the time-bounded schedule
     engine.train()  # from_pretrained leaves the student in eval mode, dropout off

@@ -1,10 +1,12 @@
 """Run mmkd.train and kill -9 its process at one named point of a checkpoint save or of the export.
 
     python tests/kill_at.py POINT TAG RECIPE [--key=value ...]
+    KILL_RANK=1 deepspeed --num_gpus 2 tests/kill_at.py POINT TAG RECIPE [--key=value ...]
 
-The fault-injection driver of tests/test_checkpoint_faults.py: it wraps the function that starts
-the step named by POINT (for checkpoint TAG) so that the process sends itself SIGKILL there, as a
-node dying at that moment would, then runs `mmkd.train` on the remaining arguments.
+The fault-injection driver of tests/test_checkpoint_faults.py and tests/test_train_e2e.py: it wraps
+the function that starts the step named by POINT (for checkpoint TAG) so that the process sends
+itself SIGKILL there, as a node dying at that moment would, then runs `mmkd.train` on the remaining
+arguments. Under the launcher, KILL_RANK picks the one rank that dies (default: every rank).
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from mmkd import checkpoint_dir, train
 from mmkd.models.student import MMKDStudent
 
 
+def targeted() -> bool:
+    """Is this process one that is to die (KILL_RANK unset, or this rank's number)?"""
+    return os.environ.get("KILL_RANK", os.environ.get("RANK", "0")) == os.environ.get("RANK", "0")
+
+
 def die() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
@@ -33,7 +40,7 @@ def before(owner: Any, name: str, when: Callable[..., bool]) -> None:
     real = getattr(owner, name)
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if when(*args, **kwargs):
+        if targeted() and when(*args, **kwargs):
             die()
         return real(*args, **kwargs)
 
@@ -46,7 +53,7 @@ def after_export_model(tag: str) -> None:
 
     def save(self: MMKDStudent, path: Any) -> Path:
         written = real(self, path)
-        if f"export{checkpoint_dir.PARTIAL}" in str(path):
+        if targeted() and f"export{checkpoint_dir.PARTIAL}" in str(path):
             die()
         return written
 
@@ -58,7 +65,7 @@ def half_written_optimizer_file(tag: str) -> None:
     real = torch.save
 
     def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(f, (str, os.PathLike)) and f"{tag}{checkpoint_dir.PARTIAL}" in str(f) \
+        if targeted() and isinstance(f, (str, os.PathLike)) and f"{tag}{checkpoint_dir.PARTIAL}" in str(f) \
                 and "optim_states" in str(f):
             buffer = io.BytesIO()
             real(obj, buffer, *args, **kwargs)
@@ -81,6 +88,6 @@ POINTS: dict[str, Callable[[str], None]] = {
 
 
 if __name__ == "__main__":
-    point, tag, *argv = sys.argv[1:]
+    point, (tag, *argv) = train.split_args(sys.argv[1:])  # without the launcher's --local_rank
     POINTS[point](tag)
     raise SystemExit(train.main(argv))

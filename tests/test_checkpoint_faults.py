@@ -10,7 +10,6 @@ Runs go in parallel, three at a time, in two rounds (the killed runs, then their
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -127,11 +126,11 @@ def craft_rng_payload(reference: Path, out: Path, marker: Path) -> Path:
 
 def train_stage(train_dir: Path) -> tuple[bool, list[str]]:
     """(is the pipeline's train stage complete, its argv) for a pipeline whose train stage writes `train_dir`."""
+    from mmkd.cli import build_parser
     from mmkd.commands.pipeline import stages
 
-    args = argparse.Namespace(out=str(train_dir.parent), recipe="recipes/cpu_main.yaml", langs="de",
-                              vocab_size=100, seed=0, max_length=32, train_steps=None, train_minutes=None)
-    stage = next(stage for stage in stages(args) if stage.name == "train")
+    argv = ["pipeline", "--out", str(train_dir.parent)]
+    stage = next(stage for stage in stages(build_parser(argv).parse_args(argv)) if stage.name == "train")
     return stage.done(), stage.argv
 
 
@@ -186,7 +185,7 @@ def test_kill_during_the_export_leaves_no_export_and_a_resume_at_the_final_step_
     check = json.loads((out / "export" / "embedding_check.json").read_text())
     assert check["checkpoint"] == "step3"
     encoded = SentenceTransformer(str(out / "export" / "sentence_transformers"), device="cpu").encode(check["texts"])
-    assert encoded.shape == (8, 48)
+    assert encoded.shape == (8, 32)  # Dense(P_s): the teacher's dimension
 
 
 def test_a_crafted_rng_state_file_is_refused_without_running_it(runs):
@@ -203,6 +202,8 @@ def test_a_resume_with_another_precision_is_refused_before_loading(runs):
     assert result.returncode == 2, explain(result)
     assert "written by a run of another shape (precision bf16 there, fp32 here)" in result.stderr
     assert "Traceback" not in result.stderr
+    out = runs["outs"]["other_precision"]  # its train config still names the run's own DeepSpeed JSON
+    assert json.loads((out / "train_config.json").read_text())["ds_config"] == "ds_configs/cpu_bf16_zero2.json"
 
 
 @pytest.mark.parametrize("what", TMPFS_KIB)

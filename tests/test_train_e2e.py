@@ -149,6 +149,26 @@ def test_export_loads_with_transformers_and_sentence_transformers(tiny, zero2):
                            initial.mlm.bert.embeddings.word_embeddings.weight)
 
 
+def test_a_rank_killed_writing_its_shard_then_resumed_ends_as_the_uninterrupted_run(tiny, zero2):
+    """zero2 with a checkpoint every step; rank 1 is killed -9 halfway through writing its optimizer
+    shard of step2 (tests/kill_at.py; the launcher then stops rank 0): step2 never appears, and
+    --resume continues from step1 to the losses, gradient norms and lr of zero2, bit for bit."""
+    out = tiny / "rank_killed"
+    overrides = [f"--dev_teacher_cache={tiny / 'cache_dev'}", "--save_interval=1", "--export=false"]
+    command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(free_port()),
+               str(REPO / "tests" / "kill_at.py"), "optimizer-file", "step2", str(tiny / "recipe.yaml"),
+               f"--output_dir={out}", *overrides]
+    killed = subprocess.run(command, cwd=REPO, env={**subprocess_env(), "KILL_RANK": "1", "PYTHONPATH": str(REPO)},
+                            capture_output=True, text=True, timeout=900)
+    assert killed.returncode != 0, killed.stdout[-3000:]
+    assert sorted(path.name for path in (out / "checkpoints").glob("step*")) == ["step1", "step2.partial"]
+    run_train(tiny, "rank_killed", ["--resume", *overrides], ranks=2)
+    assert sorted(path.name for path in (out / "checkpoints").glob("step*")) == ["step2", "step3", "step4"]
+    full, continued = scalars(zero2), scalars(out)
+    for tag in ["train/loss", *(f"train/{term}" for term in TERMS), "train/grad_norm", "Train/Samples/lr"]:
+        assert continued[tag] == full[tag], tag
+
+
 def test_two_ranks_zero3_with_live_teacher_trains_and_exports(tiny, zero2):
     out = run_train(tiny, "zero3", [f"--ds_config={tiny / 'cpu_bf16_zero3.json'}", "--live_teacher",
                                     "--max_steps=2"], ranks=2)
