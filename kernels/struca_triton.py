@@ -185,7 +185,8 @@ def _pearson_update(count, mean_s, mean_t, m2_s, m2_t, c_st, a_s, a_t, pair, ACC
 @triton.jit
 def _struca_fwd_kernel(u_ptr, v_ptr, valid_ptr, loss_ptr, stats_ptr, N, N_BUCKET, D_S, D_T, stride_u, stride_v,
                        inv_tau, FORM: tl.constexpr, PEARSON_EPS: tl.constexpr, DOT_DTYPE: tl.constexpr,
-                       ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                       ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_D: tl.constexpr):
     """Row block -> loss[i] (0 unless row i takes part) and stats[:, i] (STAT_NAMES[form]).
 
     N_BUCKET (next power of two of N) only keys the autotuner, so N varying per batch does not retune.

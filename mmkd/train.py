@@ -34,8 +34,16 @@ from mmkd import checkpointing, master_weights, monitoring
 from mmkd.corpus.schema import load_corpus
 from mmkd.data import LanguageSampler, MMKDCollator
 from mmkd.data.lengths import tlm_pair_lengths
-from mmkd.engine import (batch_geometry, build_engine, build_student, compute_dtype, init_distributed, load_ds_config,
-                         parameter_count, with_run_values)
+from mmkd.engine import (
+    batch_geometry,
+    build_engine,
+    build_student,
+    compute_dtype,
+    init_distributed,
+    load_ds_config,
+    parameter_count,
+    with_run_values,
+)
 from mmkd.errors import MMKDError
 from mmkd.evaluation.retrieval import DEV_RETRIEVAL_POOL, dev_retrieval
 from mmkd.flops import EncoderShape, MicroStepFlops
@@ -276,6 +284,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     dist.barrier()
     engine = build_engine(run.student, run.loss, run.ds_config, source=cfg.ds_config)
     master_weights.load_fp32_student(engine, cfg.student, teacher.hidden_size)
+    # Seeded again: building the student draws random numbers under ZeRO-3 (zero.Init initialises the values it
+    # partitions) and not in the other stages; dropout and masking then start from the same state in every stage.
+    seed_everything(cfg.seed + rank)
     dtype = compute_dtype(run.ds_config)
     if cache is None or run.dev_cache is None:
         teacher.model.to(engine.device)  # it runs in the loop or at evaluation

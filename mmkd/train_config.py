@@ -45,7 +45,7 @@ class TrainConfig:
     tau_w: float = 0.05  # XWCL temperature
     struct_tau: float = 0.1  # StrucA temperature
     struct_form: str = "kl"  # StrucA form: "kl" | "pearson"
-    struct_sent_mode: str = "monolingual"  # sentence StrucA: "monolingual" (the method's) | "cross_lingual" (y_i vs every x_j)
+    struct_sent_mode: str = "monolingual"  # sentence StrucA: "monolingual" (the method's) | "cross_lingual"
     struct_impl: str = "auto"  # StrucA implementation: "reference" | "chunked" | "triton" | "auto"
     gather_negatives: bool = False  # XWCL negatives from every data-parallel rank
     gather_sentence_rows: bool = False  # sentence StrucA over the global batch

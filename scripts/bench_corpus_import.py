@@ -100,7 +100,8 @@ def main() -> int:
     assert checks["duplicate"] == expected["duplicates"], (checks, expected)
     assert kept == expected["pairs"] - expected["duplicates"], (kept, expected)
     assert merged == expected["variant_messages"], (merged, expected)
-    print(f"import: {seconds:.1f} s wall, {cpu_seconds:.1f} s CPU, peak RSS {peak_mib:,.0f} MiB; kept {kept:,} pairs {splits}, "
+    print(f"import: {seconds:.1f} s wall, {cpu_seconds:.1f} s CPU, peak RSS {peak_mib:,.0f} MiB; "
+          f"kept {kept:,} pairs {splits}, "
           f"duplicates {checks['duplicate']:,}, merged messages {merged:,} (as generated)")
     print(f"SUMMARY pairs={expected['pairs']} seconds={seconds:.1f} cpu_seconds={cpu_seconds:.1f} "
           f"peak_rss_mib={peak_mib:.0f} "

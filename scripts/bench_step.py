@@ -55,8 +55,7 @@ from mmkd.monitoring import batch_tokens  # noqa: E402
 from mmkd.objectives import senta_loss, struca_loss, xwcl_loss  # noqa: E402
 from mmkd.objectives.combined import MMKDLoss  # noqa: E402
 from mmkd.profiling import start_training, without_tensorboard  # noqa: E402
-from mmkd.train import (IndexedSplit, Setup, micro_batches, optimizer_step, prepare, teacher_outputs,  # noqa: E402
-                        to_device)
+from mmkd.train import IndexedSplit, Setup, micro_batches, optimizer_step, prepare, teacher_outputs, to_device  # noqa: E402
 from mmkd.train_config import TrainConfig, load_train_config  # noqa: E402
 
 # One micro-batch at the paper's shapes: 256 pairs over 8 GPUs, TLM pair padded to 128, x and y alone

@@ -25,15 +25,16 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 from mmkd.corpus.schema import column, load_corpus
 from mmkd.data.sampling import LanguageSampler
+from mmkd.ds_config import check_batch_sizes
+from mmkd.engine import load_ds_config
 from mmkd.evaluation.downstream.catalog_task import catalog_transfer
 from mmkd.evaluation.mse_baseline import MSEBaselineConfig, train_mse_baseline
 from mmkd.evaluation.retrieval import DIRECTIONS, GROUPS, evaluate_retrieval
@@ -47,12 +48,16 @@ MODELS = ("teacher", "before", "mse", "mmkd")  # the table's rows, in order
 
 
 def global_batch(ds_config: str) -> int:
-    """Pairs per optimizer step on one rank: train_batch_size, else micro batch x accumulation."""
-    path = Path(ds_config) if Path(ds_config).is_absolute() else REPO / ds_config
-    config = json.loads(path.read_text(encoding="utf-8"))
-    if isinstance(config.get("train_batch_size"), int):
-        return config["train_batch_size"]
-    return int(config["train_micro_batch_size_per_gpu"]) * int(config.get("gradient_accumulation_steps", 1))
+    """Pairs per optimizer step on one rank (micro-batch x accumulation) of a DeepSpeed JSON or shipped name."""
+    micro, accumulation = check_batch_sizes(load_ds_config(ds_config), ds_config, world_size=1)
+    return micro * accumulation
+
+
+def recipe_config(args: argparse.Namespace):
+    """The recipe with the run's inputs (TrainConfig): its alpha, max_length, ds_config and teacher."""
+    run = Path(args.run)
+    return load_train_config(args.recipe, [f"--corpus={run / 'corpus'}", f"--student={run / 'student'}",
+                                           f"--teacher_cache={run / 'teacher_cache_train'}"])
 
 
 def run_mmkd(args: argparse.Namespace, out: Path) -> dict:
@@ -62,14 +67,15 @@ def run_mmkd(args: argparse.Namespace, out: Path) -> dict:
                f"--student={run / 'student'}", f"--teacher_cache={run / 'teacher_cache_train'}",
                f"--dev_teacher_cache={run / 'teacher_cache_dev'}", f"--output_dir={out}",
                f"--max_time_minutes={args.minutes}", "--max_steps=1000000", "--eval_interval=0",
-               "--save_interval=1000000", f"--seed={args.seed}", "--progress_bar=false"]
+               "--save_interval=1000000", f"--seed={args.seed}", "--progress_bar=false", *shlex.split(args.mmkd_args)]
     print("[bench] mmkd: $ " + " ".join(command), flush=True)
     start = time.perf_counter()
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if result.returncode:
-        raise SystemExit(f"mmkd train failed (exit {result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise SystemExit(f"mmkd train failed (exit {result.returncode}):\n{result.stdout[-3000:]}\n"
+                         f"{result.stderr[-3000:]}")
     steps = int(re.search(r"mmkd train: (\d+) steps", result.stdout).group(1))
-    cfg = load_train_config(str(out / "export" / "train_config.json"), [])
+    cfg = load_train_config(str(out / "export" / "train_config.json"))
     return {"steps": steps, "pairs": steps * global_batch(cfg.ds_config), "seconds": 60.0 * args.minutes,
             "process_seconds": time.perf_counter() - start, "model": str(out / "export" / "sentence_transformers"),
             "hf_model": str(out / "export" / "hf")}
@@ -78,7 +84,7 @@ def run_mmkd(args: argparse.Namespace, out: Path) -> dict:
 def run_mse(args: argparse.Namespace, out: Path) -> dict:
     """Train the MSE baseline for args.minutes on the recipe's draw of pairs, towards the teacher's sentence
     embeddings from the run's teacher cache (the targets of MMKD's SentA); {"steps", "pairs", "seconds", "model"}."""
-    cfg = load_train_config(args.recipe, [])
+    cfg = recipe_config(args)
     train = load_corpus(Path(args.run) / "corpus")["train"]
     rows = LanguageSampler(column(train, "lang"), cfg.alpha, seed=args.seed).global_indices().tolist()
     src, tgt = column(train, "src"), column(train, "tgt")
@@ -130,7 +136,8 @@ def table(results: dict) -> str:
         arm_summary = results["arms"].get(model, {})
         test_means, ood_means = means(test, model), means(ood, model)
         per_lang = [cell({d: 100 * test["languages"][lang]["models"][model][d] for d in DIRECTIONS}) for lang in langs]
-        per_lang += [cell({d: 100 * ood["languages"][lang]["models"][model][d] for d in DIRECTIONS}) for lang in ood_langs]
+        per_lang += [cell({d: 100 * ood["languages"][lang]["models"][model][d] for d in DIRECTIONS})
+                     for lang in ood_langs]
         transfer = results["transfer"].get(model)
         lines.append("| " + " | ".join([
             model, str(arm_summary.get("pairs", "")), f"{arm_summary['seconds']:.0f}" if arm_summary else "",
@@ -151,13 +158,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mse-lr", type=float, default=1e-4, help="peak lr of the MSE baseline (default 1e-4)")
     parser.add_argument("--mse-warmup-steps", type=int, default=100)
+    parser.add_argument("--mmkd-args", default="", metavar="'--key=value ...'",
+                        help="recipe overrides of the mmkd arm, e.g. '--struct_sent_mode=cross_lingual'")
     parser.add_argument("--skip-transfer", action="store_true", help="no catalog transfer check")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     arms = {"mse": arm("mse", run_mse, args), "mmkd": arm("mmkd", run_mmkd, args)}
     corpus = Path(args.run) / "corpus"
-    max_length = load_train_config(args.recipe, []).max_length
+    max_length = recipe_config(args).max_length
     models = {"teacher": "teacher", "before": str(Path(args.run) / "student"),
               **{name: summary["model"] for name, summary in arms.items()}}
     retrieval = {name: evaluate_retrieval(corpus, models, pool=args.pool, seed=args.seed, max_length=max_length,

@@ -12,8 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import (BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM,
-                          PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaForMaskedLM)
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    DistilBertConfig,
+    DistilBertForMaskedLM,
+    PreTrainedTokenizerFast,
+    XLMRobertaConfig,
+    XLMRobertaForMaskedLM,
+)
 
 from mmkd.corpus.schema import load_corpus
 from mmkd.errors import MMKDError

@@ -49,6 +49,7 @@ def test_launcher_local_rank_before_the_subcommand_is_accepted(capsys):
 
 
 def test_help_does_not_import_heavy_libraries():
-    code = "import sys; from mmkd import cli; cli.build_parser(['--help']); print(sorted({'torch', 'transformers', 'datasets'} & set(sys.modules)))"
+    code = ("import sys; from mmkd import cli; cli.build_parser(['--help']); "
+            "print(sorted({'torch', 'transformers', 'datasets'} & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

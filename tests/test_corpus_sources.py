@@ -119,7 +119,8 @@ def test_sources_of_mixed_formats_merge_into_one_corpus_split_by_english_message
     dsd, report = import_corpus([tsv, str(tmp_path / "hf"), jsonl, en, eu])
     assert report["splits"] == "by_english_message"
     assert list(report["streams"]) == [tsv, str(tmp_path / "hf"), jsonl, f"{en} + {eu}"]
-    assert rows_of(dsd) == sorted((lang, src, f"[{lang}] {src}") for lang in ("de", "fr", "eu", "xh") for src in ENGLISH)
+    assert rows_of(dsd) == sorted((lang, src, f"[{lang}] {src}")
+                                  for lang in ("de", "fr", "eu", "xh") for src in ENGLISH)
     splits = split_of_each_message(dsd)
     assert all(len(found) == 1 for found in splits.values())
     for split in SPLITS:  # every message is in its split in all four languages

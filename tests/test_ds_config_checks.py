@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 import deepspeed.comm
+import pytest
 from deepspeed.runtime.config import DeepSpeedConfig
 
 from mmkd.ds_config import check_batch_sizes, check_known_keys, resolve_auto

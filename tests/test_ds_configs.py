@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 import deepspeed.comm
+import pytest
 from deepspeed.runtime.config import DeepSpeedConfig
 
 from mmkd.engine import with_run_values

@@ -48,6 +48,7 @@ def test_zero3_student_is_partitioned_in_its_dtype_as_it_is_built(tmp_path, teac
 
     tiny = build_tiny(tmp_path / "tiny", teacher_dir)
     result = subprocess.run([sys.executable, "-c", CHECK, str(tiny / "student")], cwd=REPO,
-                            env={**subprocess_env(), "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
+                            env={**subprocess_env(),
+                                 "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "OK" in result.stdout, result.stdout[-3000:] + result.stderr[-5000:]

@@ -52,7 +52,8 @@ def test_trains_every_column_towards_the_teacher_and_saves_a_loadable_model(tmp_
     init = save_sentence_transformer(student, tmp_path / "init", max_length=32, normalize=False)
     rows = synthetic_pairs()[:48]
     english, translations = [r["src"] for r in rows], [r["tgt"] for r in rows]
-    targets = torch.nn.functional.normalize(torch.randn(len(rows), 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    noise = torch.randn(len(rows), 32, generator=torch.Generator().manual_seed(0))
+    targets = torch.nn.functional.normalize(noise, dim=-1)
     before = SentenceTransformer(str(init), device="cpu")
 
     def mse(model) -> float:

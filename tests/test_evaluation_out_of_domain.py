@@ -34,7 +34,8 @@ def other_source(tmp_path: Path) -> Path:
         "Enter a valid email address please": "Bitte eine gültige E-Mail-Adresse eingeben",
         "%(count)s": "%(count)s",
     })
-    write_mo(catalog(root / "locale", "zh_Hans", "django"), {"This field is required for every order": "每个订单都必须填写此字段"})
+    write_mo(catalog(root / "locale", "zh_Hans", "django"),
+             {"This field is required for every order": "每个订单都必须填写此字段"})
     write_mo(catalog(root / "contrib" / "locale", "fr", "admin"),
              {"Select an item to change it now": "Sélectionnez un élément pour le modifier"})
     return root
@@ -68,9 +69,11 @@ def test_eval_retrieval_scores_the_out_of_domain_pairs(tmp_path, teacher_dir):
     tiny = build_tiny(tmp_path / "tiny", teacher_dir)
     root = tmp_path / "locale"
     write_mo(catalog(root, "de"), {"the red cat sees the dog": "die rote katze sieht den hund",  # in the corpus
-                                   "a green frog jumps over the old fence": "ein grüner frosch springt über den alten zaun",
+                                   "a green frog jumps over the old fence":
+                                       "ein grüner frosch springt über den alten zaun",
                                    "two blue birds sing in the small tree": "zwei blaue vögel singen im kleinen baum"})
-    write_mo(catalog(root, "fr"), {"a green frog jumps over the old fence": "une grenouille verte saute la vieille clôture"})
+    write_mo(catalog(root, "fr"),
+             {"a green frog jumps over the old fence": "une grenouille verte saute la vieille clôture"})
     out = tmp_path / "eval"
     assert cli.main(["eval", "retrieval", "--corpus", str(tiny / "corpus"), "--teacher", str(tiny / "teacher"),
                      "--models", f"teacher,before={tiny / 'student'}", "--out", str(out), "--max-length", "32",

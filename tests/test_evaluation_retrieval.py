@@ -11,9 +11,18 @@ import torch
 from datasets import Dataset
 
 from mmkd import cli
-from mmkd.evaluation.retrieval import (comparison_table, evaluate_split, group_languages, group_means,
-                                       mean_squared_distance, parse_models, pool_rows, read_report,
-                                       retrieval_scores, top1_accuracy)
+from mmkd.evaluation.retrieval import (
+    comparison_table,
+    evaluate_split,
+    group_languages,
+    group_means,
+    mean_squared_distance,
+    parse_models,
+    pool_rows,
+    read_report,
+    retrieval_scores,
+    top1_accuracy,
+)
 from tiny_setup import build_tiny, st_teacher
 
 

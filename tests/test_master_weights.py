@@ -39,7 +39,8 @@ def test_exported_master_weights_start_from_the_fp32_student(student_dir, tmp_pa
     assert master_weights.load_fp32_student(engine, str(student_dir), 32) == len(list(engine.module.parameters()))
     engine.save_checkpoint(str(checkpoint_root(tmp_path)), tag="step0")
     exported = fp32_student_state(engine, "step0", tmp_path)
-    fp32 = {name: value.detach() for name, value in load_student(student_dir, teacher_hidden_size=32).named_parameters()}
+    student = load_student(student_dir, teacher_hidden_size=32)
+    fp32 = {name: value.detach() for name, value in student.named_parameters()}
     for name, value in fp32.items():
         assert torch.equal(exported[name], value), name
     rounded = [name for name, value in fp32.items() if not torch.equal(value.bfloat16().float(), value)]

@@ -3,7 +3,6 @@ into French, German, Spanish (Latin with accents), Russian (Cyrillic), Arabic an
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -15,7 +14,6 @@ from mmkd.models.heads import create_projection_heads
 from mmkd.models.init_student import corpus_training_texts, init_student, make_student
 from mmkd.models.student import STUDENT_FILE, load_student
 from mmkd.models.teacher import PACKAGED_TEACHER_SHA256
-
 
 ENGLISH = [
     "Open the file.",

@@ -201,9 +201,12 @@ def test_cross_lingual_sentence_structure_runs_the_x_pass_and_matches_its_functi
     batch, teacher = make_batch(seed=3)
     out = MMKDLoss(SENTENCE_STRUCTURE_ONLY, tau=0.3, struct_sent_mode="cross_lingual")(student, batch, teacher)
     assert set(out.terms) == {"struca_sent"} and student.passes(batch) == {"x_input_ids", "y_input_ids"}
-    pooled = {side: torch.stack([student.hidden_states(batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"])[b, :n]
-                                 .mean(dim=0) for b, n in enumerate(batch[f"{side}_attention_mask"].sum(1).tolist())])
-              for side in ("x", "y")}
+    def pooled_side(side: str) -> torch.Tensor:
+        hidden = student.hidden_states(batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"])
+        lengths = batch[f"{side}_attention_mask"].sum(1).tolist()
+        return torch.stack([hidden[b, :n].mean(dim=0) for b, n in enumerate(lengths)])
+
+    pooled = {side: pooled_side(side) for side in ("x", "y")}
     want = cross_lingual_struca_loss(student.heads.sentence(pooled["y"]), student.heads.sentence(pooled["x"]),
                                      teacher.sentence_embedding, tau=0.3)
     assert out.total.item() == pytest.approx(want.item(), rel=1e-5)

@@ -1,5 +1,6 @@
 """`mmkd pipeline`: runs each stage's subcommand in order (the last evaluates, its table printed at the
-end), skips complete stages, resumes training, and stops at a failing stage keeping what was done (stages are faked: each writes its done-marker)."""
+end), skips complete stages, resumes training, and stops at a failing stage keeping what was done
+(stages are faked: each writes its done-marker)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def fake_stages(monkeypatch, tmp_path):
 
 def test_runs_every_stage_in_order_then_skips_them(fake_stages, capsys):
     calls, _, out = fake_stages
-    assert cli.main(["pipeline", "--out", str(out), "--langs", "eu,xh", "--train-steps", "7", "--train-minutes", "2"]) == 0
+    argv = ["pipeline", "--out", str(out), "--langs", "eu,xh", "--train-steps", "7", "--train-minutes", "2"]
+    assert cli.main(argv) == 0
     assert [argv[0] for argv in calls] == ["corpus", "init-student", "cache-teacher", "cache-teacher", "train", "eval",
                                            "eval"]
     assert calls[0][calls[0].index("--langs") + 1] == "eu,xh"

@@ -155,7 +155,8 @@ ACTIONS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {  #
     "xnli": (partial(configure_downstream, task="xnli"), "fine-tune on English NLI, accuracy on 15 languages"),
     "pawsx": (partial(configure_downstream, task="pawsx"), "fine-tune on English PAWS, accuracy on 7 languages"),
     "xquad": (partial(configure_downstream, task="xquad"), "fine-tune on SQuAD v1.1, F1/EM on XQuAD's 11 languages"),
-    "catalog": (configure_catalog, "offline zero-shot transfer: fine-tune on English messages' catalogs, test on translations"),
+    "catalog": (configure_catalog,
+                "offline zero-shot transfer: fine-tune on English messages' catalogs, test on translations"),
 }
 
 

@@ -1,7 +1,8 @@
 """`mmkd pipeline`: the main job on the offline defaults, stage by stage.
 
 The corpus is the built-in one (`corpus build`), or `--corpus`: one corpus directory, used as it is
-(no corpus stage), or sources that a `corpus import` stage reads into OUT/corpus. Each stage is the `mmkd` subcommand a user would run by hand; the pipeline prints it before running
+(no corpus stage), or sources that a `corpus import` stage reads into OUT/corpus. Each stage is the
+`mmkd` subcommand a user would run by hand; the pipeline prints it before running
 it and skips a stage whose output is already complete, so a stopped pipeline picks up where it was.
 """
 
@@ -63,7 +64,7 @@ def stages(args: argparse.Namespace) -> list[Stage]:
     if given and args.import_args is not None:
         raise MMKDError(f"--corpus {args.corpus[0]} is a corpus directory, used as it is: drop --import-args")
     corpus = Path(args.corpus[0]) if given else out / "corpus"
-    student, train, evaluation = out / "student", out / "train", out / "eval"
+    student, train = out / "student", out / "train"
     caches = {split: out / f"teacher_cache_{split}" for split in ("train", "dev")}
     teacher = [] if args.teacher is None else ["--teacher", args.teacher]
     student_source = [] if args.student is None else ["--source", args.student, "--keep-vocab"]
@@ -131,7 +132,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "the packaged all-MiniLM-L6-v2")
     parser.add_argument("--student", default=None,
                         help="an existing multilingual masked LM (path or hub name) to distil into, kept with its own "
-                             "vocabulary (init-student --keep-vocab); default: a new vocabulary on the teacher's layers")
+                             "vocabulary (init-student --keep-vocab); default: a new vocabulary on the teacher's "
+                             "layers")
     parser.add_argument("--max-length", type=int, default=64,
                         help="tokens per encoding, for the teacher cache and training alike (default 64)")
     parser.add_argument("--train-steps", type=int, default=None,

@@ -2,7 +2,8 @@
 
 Text rules rewrite both sides, in `TEXT_RULES` order: Unicode (NFC, invisible and control
 characters removed: normalisation.py), command-line option columns, newlines and whitespace, markup,
-accelerators, format specifiers, whitespace again. Pair filters then drop a pair, in `PAIR_FILTERS` order, and the first filter that drops it is the one counted: empty side,
+accelerators, format specifiers, whitespace again. Pair filters then drop a pair, in `PAIR_FILTERS`
+order, and the first filter that drops it is the one counted: empty side,
 untranslated, code-like English, English length in words, length ratio in characters; last come
 duplicates of (lang, src, tgt). `clean_pairs` returns the kept pairs and the counters
 {"changed": {text rule: pairs it changed}, "dropped": {filter: pairs it dropped}}.

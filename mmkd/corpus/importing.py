@@ -41,10 +41,22 @@ from mmkd.corpus.bad_input import BadInputLog
 from mmkd.corpus.language_codes import is_language_code
 from mmkd.corpus.normalisation import NORMALISATIONS, has_letter_or_digit, normalise_text
 from mmkd.corpus.schema import FEATURES, SPLITS, Row, corpus_fingerprint, corpus_from_table, language_counts
-from mmkd.corpus.splitting import (SPLIT_PRECEDENCE, check_fractions, first_split_of_each_message, message_key,
-                                   split_codes)
-from mmkd.corpus.user_formats import (BadLine, Columns, DatasetOptions, Record, Stream, open_streams,
-                                      with_parallel_alignments)
+from mmkd.corpus.splitting import (
+    SPLIT_PRECEDENCE,
+    check_fractions,
+    first_split_of_each_message,
+    message_key,
+    split_codes,
+)
+from mmkd.corpus.user_formats import (
+    BadLine,
+    Columns,
+    DatasetOptions,
+    Record,
+    Stream,
+    open_streams,
+    with_parallel_alignments,
+)
 from mmkd.errors import MMKDError
 
 CHECKS = ("empty", "over_long", "alignment_out_of_range", "alignment_words_changed", "duplicate", "split_overlap")

@@ -17,8 +17,8 @@ from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from mmkd.data.masking import mask_tokens
 from mmkd.data.seeding import seeded_generator
-from mmkd.data.tokenization import encode_texts
 from mmkd.data.span_matching import match_aligned, match_spans, special_tokens, token_spans
+from mmkd.data.tokenization import encode_texts
 from mmkd.errors import MMKDError
 
 

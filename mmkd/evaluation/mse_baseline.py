@@ -77,8 +77,11 @@ def train_mse_baseline(student_dir: str | Path, english: Sequence[str], translat
     Raises MMKDError when the inputs disagree in length or are shorter than one batch.
     """
     from datasets import Dataset
-    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
-                                       SentenceTransformerTrainingArguments)
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.sentence_transformer.losses import MSELoss
     from transformers import TrainerCallback
 

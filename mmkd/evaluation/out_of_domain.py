@@ -86,7 +86,8 @@ def build_out_of_domain(source: str, langs: Sequence[str], training: DatasetDict
     seen = {normalise_src(src) for split in SPLITS for src in column(training[split], "src")}
     rows = [{"src": src, "tgt": tgt, "lang": lang, "alignment": None}
             for lang, src, tgt in sorted(kept) if normalise_src(src) not in seen]
-    report = {"source": source, "locale_dirs": [str(path) for path in locale_dirs], "languages_without_catalogs": missing,
+    report = {"source": source, "locale_dirs": [str(path) for path in locale_dirs],
+              "languages_without_catalogs": missing,
               "cleaning": cleaning, "in_training_corpus": len(kept) - len(rows),
               "pairs": dict(sorted(Counter(row["lang"] for row in rows).items()))}
     return make_corpus({"train": [], "dev": [], "test": rows}), report

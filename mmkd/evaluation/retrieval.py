@@ -39,7 +39,6 @@ from mmkd.corpus.schema import SPLITS, column, language_counts, load_corpus
 from mmkd.data.tokenization import encode_texts
 from mmkd.errors import MMKDError
 from mmkd.models.model_files import model_dir
-from mmkd.models.pooling import mean_pool
 from mmkd.models.student import STUDENT_FILE, MMKDStudent, load_student
 from mmkd.models.teacher import Teacher, load_teacher, sentence_pipeline
 

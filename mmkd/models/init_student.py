@@ -34,8 +34,15 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import logging as transformers_logging
 
 from mmkd.errors import MMKDError
@@ -180,7 +187,8 @@ def bert_from_roberta(source: PreTrainedModel) -> BertForMaskedLM:
     loaded = bert.bert.load_state_dict({key: value for key, value in state.items() if key in bert.bert.state_dict()},
                                        strict=False)
     if loaded.missing_keys:
-        raise MMKDError(f"source {source.name_or_path}: weights missing for a BERT of its config: {loaded.missing_keys}")
+        raise MMKDError(f"source {source.name_or_path}: weights missing for a BERT of its config: "
+                        f"{loaded.missing_keys}")
     head = source.lm_head
     with torch.no_grad():
         bert.cls.predictions.transform.dense.load_state_dict(head.dense.state_dict())

@@ -15,9 +15,9 @@ from __future__ import annotations
 import errno
 import math
 import os
-from contextlib import AbstractContextManager, nullcontext
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -28,13 +28,25 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from mmkd.errors import MMKDError
 from mmkd.data.span_matching import special_tokens
 from mmkd.data.tokenization import encode_texts
+from mmkd.errors import MMKDError
 from mmkd.teacher_cache.identity import CHECKED_FIELDS, cache_identity, identity_mismatch, split_sources
-from mmkd.teacher_cache.store import (INDEX, MANIFEST, SHARD_ARRAYS, array_intact, commit_array, create_array,
-                                      load_json, remove_shard, save_array, save_json, shard_array_path,
-                                      shard_record_path, verify_checksum)
+from mmkd.teacher_cache.store import (
+    INDEX,
+    MANIFEST,
+    SHARD_ARRAYS,
+    array_intact,
+    commit_array,
+    create_array,
+    load_json,
+    remove_shard,
+    save_array,
+    save_json,
+    shard_array_path,
+    shard_record_path,
+    verify_checksum,
+)
 
 BUILD_FIELDS = (*CHECKED_FIELDS, "shard_size")  # a resumed build must also keep the shard layout
 # Ranks reach the end barrier at different times (uneven shards): wait for hours, not the default 30 min.

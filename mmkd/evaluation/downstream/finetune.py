@@ -17,9 +17,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
-from transformers import (AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer,
-                          DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase,
-                          get_linear_schedule_with_warmup)
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    get_linear_schedule_with_warmup,
+)
 
 from mmkd.errors import MMKDError
 from mmkd.evaluation.downstream.data import TaskData, load_task_data
