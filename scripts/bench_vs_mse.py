@@ -6,12 +6,13 @@
 teacher_cache_dev/. Both arms start from the same student (init-student's vocabulary, layers and
 fitted P_s) and train on the same pairs, the recipe's language-sampled draw of the train split
 (alpha, seed), for the same training-loop time on this machine:
-  mmkd  `mmkd train RECIPE` with every objective, stopped by --minutes (max_time_minutes: the
-        learning-rate schedule follows the time budget); its export/sentence_transformers is scored;
+  mmkd  `mmkd train RECIPE` with every objective, for the recipe's max_steps or --minutes of loop time,
+        whichever runs out first (the learning-rate schedule follows that budget, mmkd.schedule);
+        its export/sentence_transformers is scored;
   mse   Reimers & Gurevych (2020) with sentence-transformers itself (mmkd.evaluation.mse_baseline): its
         MSELoss regresses the student's embedding of x and of y onto the teacher's of x (read from the
-        run's teacher cache, as MMKD's SentA reads it), its trainer, the recipe's pairs per step, warmup
-        then decay to 0 at the time budget.
+        run's teacher cache, as MMKD's SentA reads it), its trainer, the recipe's pairs per step, steps,
+        time bound and warmup-decay schedule (the same budget as the mmkd arm).
 Then, for those two, the English teacher on both sides and the student before training: top-1
 retrieval both ways on the test split and on the out-of-domain set (--ood, default Django's catalogs;
 languages the source lacks are left out of its means), per language and high/low-resource means, and
@@ -66,7 +67,7 @@ def run_mmkd(args: argparse.Namespace, out: Path) -> dict:
     command = [sys.executable, "-m", "mmkd", "train", args.recipe, f"--corpus={run / 'corpus'}",
                f"--student={run / 'student'}", f"--teacher_cache={run / 'teacher_cache_train'}",
                f"--dev_teacher_cache={run / 'teacher_cache_dev'}", f"--output_dir={out}",
-               f"--max_time_minutes={args.minutes}", "--max_steps=1000000", "--eval_interval=0",
+               f"--max_time_minutes={args.minutes}", "--eval_interval=0",
                "--save_interval=1000000", f"--seed={args.seed}", "--progress_bar=false", *shlex.split(args.mmkd_args)]
     print("[bench] mmkd: $ " + " ".join(command), flush=True)
     start = time.perf_counter()
@@ -92,9 +93,11 @@ def run_mse(args: argparse.Namespace, out: Path) -> dict:
     targets = TeacherCache(Path(args.run) / "teacher_cache_train").sentence_embeddings(rows).float()  # SentA's targets
     init = save_sentence_transformer(load_student(Path(args.run) / "student"), out / "init", cfg.max_length,
                                      normalize=False)
-    config = MSEBaselineConfig(budget_seconds=60.0 * args.minutes, batch_size=global_batch(cfg.ds_config),
-                               learning_rate=args.mse_lr, warmup_steps=args.mse_warmup_steps,
-                               max_length=cfg.max_length, seed=args.seed)
+    scheduler = load_ds_config(cfg.ds_config).get("scheduler", {}).get("params", {})
+    config = MSEBaselineConfig(total_steps=cfg.max_steps, budget_seconds=60.0 * args.minutes,
+                               batch_size=global_batch(cfg.ds_config),
+                               warmup_steps=scheduler.get("warmup_num_steps", 0),
+                               learning_rate=args.mse_lr, max_length=cfg.max_length, seed=args.seed)
     print(f"[bench] mse: training for {args.minutes} min ({config})", flush=True)
     summary = train_mse_baseline(init, english, translations, targets, out / "model", config)
     return {**summary, "model": str(out / "model"), "hf_model": str(out / "model")}
@@ -157,7 +160,6 @@ def main() -> int:
     parser.add_argument("--pool", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mse-lr", type=float, default=1e-4, help="peak lr of the MSE baseline (default 1e-4)")
-    parser.add_argument("--mse-warmup-steps", type=int, default=100)
     parser.add_argument("--mmkd-args", default="", metavar="'--key=value ...'",
                         help="recipe overrides of the mmkd arm, e.g. '--struct_sent_mode=cross_lingual'")
     parser.add_argument("--skip-transfer", action="store_true", help="no catalog transfer check")

@@ -6,32 +6,23 @@ import pytest
 import torch
 
 from mmkd.errors import MMKDError
-from mmkd.evaluation.mse_baseline import MSEBaselineConfig, TimeBudget, lr_factor, train_mse_baseline
+from mmkd.evaluation.mse_baseline import MSEBaselineConfig, train_mse_baseline, warmup_decay
 from mmkd.models.sentence_transformer import save_sentence_transformer
 from mmkd.models.student import load_student
 from tiny_setup import synthetic_pairs
 
 
-def test_lr_warms_up_from_the_first_step_and_decays_to_zero_with_time():
-    assert lr_factor(0, 4, 0.0) == pytest.approx(0.25)  # the first step already moves the weights
-    assert lr_factor(3, 4, 0.0) == lr_factor(50, 4, 0.0) == 1.0
-    assert lr_factor(50, 4, 0.25) == pytest.approx(0.75)
-    assert lr_factor(1, 4, 0.5) == pytest.approx(0.25)
-    assert lr_factor(50, 4, 1.0) == lr_factor(50, 4, 1.7) == 0.0
-
-
-def test_time_budget_measures_from_start_with_any_clock():
-    now = [100.0]
-    budget = TimeBudget(10.0, clock=lambda: now[0])
-    assert budget.progress == 0.0
-    budget.start()
-    now[0] = 104.0
-    assert budget.elapsed == 4.0 and budget.progress == pytest.approx(0.4)
+def test_schedule_is_deepspeeds_linear_warmup_decay():
+    assert warmup_decay(1, 4, 10) == pytest.approx(0.25)  # the first step already moves the weights
+    assert warmup_decay(4, 4, 10) == 1.0 and warmup_decay(7, 4, 10) == pytest.approx(0.5)
+    assert warmup_decay(10, 4, 10) == 0.0 and warmup_decay(12.5, 4, 10) == 0.0
 
 
 def test_settings_that_cannot_train_are_refused():
     with pytest.raises(MMKDError, match="bad settings"):
-        MSEBaselineConfig(budget_seconds=0)
+        MSEBaselineConfig(total_steps=10, budget_seconds=0)
+    with pytest.raises(MMKDError, match="bad settings"):
+        MSEBaselineConfig(total_steps=10, budget_seconds=60, warmup_steps=10)
 
 
 def tiny_student_dir(root, tokenizer):
@@ -60,9 +51,10 @@ def test_trains_every_column_towards_the_teacher_and_saves_a_loadable_model(tmp_
         both = model.encode(english + translations, convert_to_tensor=True)
         return float(((both - torch.cat([targets, targets])) ** 2).mean())
 
-    config = MSEBaselineConfig(budget_seconds=600, batch_size=8, learning_rate=1e-3, warmup_steps=1, max_length=32)
+    config = MSEBaselineConfig(total_steps=5, budget_seconds=600, batch_size=8, learning_rate=1e-3, warmup_steps=1,
+                               max_length=32)
     summary = train_mse_baseline(init, english, translations, targets, tmp_path / "mse", config)
-    assert summary["steps"] == 6 and summary["pairs"] == 48 and summary["seconds"] > 0  # one pass: 48 / 8
+    assert summary["steps"] == 5 and summary["pairs"] == 40 and summary["seconds"] > 0  # the step budget, not 48 / 8
     after = SentenceTransformer(str(tmp_path / "mse"), device="cpu")
     assert mse(after) < mse(before)
     with pytest.raises(MMKDError, match="need equal counts"):
