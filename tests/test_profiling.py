@@ -82,23 +82,39 @@ def test_bench_step_help():
     assert result.returncode == 0 and "--teacher-cache" in result.stdout and "plain PyTorch" in result.stdout
 
 
-def test_bench_step_prints_the_three_runs_on_the_tiny_setup(tmp_path):
+def markdown_rows(lines: list[str], header: str) -> list[list[str]]:
+    """The cells of the rows of the markdown table whose header line starts with `header`."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("| "):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_bench_step_prints_before_after_and_paper_shapes_on_the_tiny_setup(tmp_path):
     rows = tmp_path / "rows.json"
     command = [sys.executable, str(REPO / "scripts" / "bench_step.py"), "--steps", "1", "--warmup", "0",
                "--json", str(rows)]
     result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
-    table = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
-    assert table[0].startswith("| run | teacher | precision | step ms (median) | samples/s |")
-    runs = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[1:]]
-    assert [row[:2] for row in runs] == [["DeepSpeed, 1 rank", "cached"], ["DeepSpeed, 1 rank", "live"],
-                                         ["PyTorch AdamW", "cached"]]
-    assert [row[2] for row in runs] == ["bf16 weights, fp32 master"] * 2 + ["bf16 autocast, fp32 weights"]
+    lines = result.stdout.splitlines()
+    runs = markdown_rows(lines, "| run | teacher | precision | step ms (median) | samples/s | GFLOP/step |")
+    assert [row[0][:3] for row in runs] == ["(a)", "(b)", "(c)", "(d)"]
+    assert [row[1] for row in runs] == ["cached", "cached", "live", "cached"]
+    assert [row[2] for row in runs] == ["bf16 weights, fp32 master"] * 3 + ["bf16 autocast, fp32 weights"]
     assert all(float(row[3]) > 0 and float(row[4]) > 0 for row in runs)
+    assert float(runs[0][5]) > float(runs[1][5])  # before: the MLM head on every position
+    assert any(line.startswith("before / after: step time ") for line in lines)
+    paper = markdown_rows(lines, "| MLM head | FlopCounterMode (meta) | mmkd.flops |")
+    assert len(paper) == 2 and all(row[1] == row[2] for row in paper)  # counted = FlopCounterMode
+    assert float(paper[0][1]) > float(paper[1][1])
     saved = json.loads(rows.read_text())
-    assert [row["run"] for row in saved] == [row[0] for row in runs]
-    for row in saved:  # samples/s is pairs per step over the median step time
+    assert [row["run"] for row in saved["runs"]] == [row[0] for row in runs]
+    for row in saved["runs"]:  # samples/s is pairs per step over the median step time
         assert row["samples_per_s"] == pytest.approx(16 / (row["step_ms_median"] / 1e3))
+    assert saved["paper_shapes"]["student_parameters"] > 178e6
 
 
 def test_phase_is_a_profiler_range_only_while_profiling():
