@@ -60,7 +60,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
     report = evaluate_retrieval(args.corpus, parse_models(args.models), split=args.split, teacher=args.teacher,
                                 pool=args.pool, seed=args.seed, batch_size=args.batch_size,
                                 max_length=args.max_length, low_resource_below=args.low_resource_below,
-                                device=args.device, progress=True)
+                                device=args.device, out_of_domain=args.out_of_domain, progress=True)
     paths = write_report(report, args.out)
     print(markdown_table(report), end="")
     print(f"written: {', '.join(str(path) for path in paths.values())}")
