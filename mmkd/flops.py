@@ -42,8 +42,10 @@ class EncoderShape:
 
     @classmethod
     def of(cls, config: Any) -> EncoderShape:
-        """From a transformers config (num_hidden_layers, hidden_size, intermediate_size, vocab_size)."""
-        return cls(config.num_hidden_layers, config.hidden_size, config.intermediate_size, config.vocab_size)
+        """From a transformers config (num_hidden_layers, hidden_size, vocab_size and the feed-forward size:
+        intermediate_size, or hidden_dim as DistilBERT names it)."""
+        intermediate = getattr(config, "intermediate_size", None) or config.hidden_dim
+        return cls(config.num_hidden_layers, config.hidden_size, intermediate, config.vocab_size)
 
     def forward_flops(self, batch: int, length: int) -> float:
         """Forward FLOPs of the encoder on `batch` sequences padded to `length`."""

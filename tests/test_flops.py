@@ -91,3 +91,13 @@ def test_a_live_teacher_adds_its_forward_pass(teacher_tokenizer, batch):
     live = MicroStepFlops(shape, D_T, MMKDLoss(), teacher=teacher)(batch)
     assert live - MicroStepFlops(shape, D_T, MMKDLoss())(batch) == \
         pytest.approx(teacher.forward_flops(*batch["teacher_input_ids"].shape))
+
+
+def test_shapes_read_bert_and_distilbert_configs():
+    from transformers import BertConfig, DistilBertConfig
+
+    from mmkd.flops import EncoderShape
+
+    bert = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, intermediate_size=64)
+    distilbert = DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=64)
+    assert EncoderShape.of(bert) == EncoderShape.of(distilbert) == EncoderShape(2, 32, 64, 100)
