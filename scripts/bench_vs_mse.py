@@ -75,7 +75,7 @@ def run_mmkd(args: argparse.Namespace, out: Path) -> dict:
     if result.returncode:
         raise SystemExit(f"mmkd train failed (exit {result.returncode}):\n{result.stdout[-3000:]}\n"
                          f"{result.stderr[-3000:]}")
-    steps = int(re.search(r"mmkd train: (\d+) steps", result.stdout).group(1))
+    steps = int(re.search(r"mmkd train: (\d+) of \d+ steps", result.stdout).group(1))
     cfg = load_train_config(str(out / "export" / "train_config.json"))
     return {"steps": steps, "pairs": steps * global_batch(cfg.ds_config), "seconds": 60.0 * args.minutes,
             "process_seconds": time.perf_counter() - start, "model": str(out / "export" / "sentence_transformers"),
