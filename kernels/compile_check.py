@@ -96,6 +96,7 @@ def compile_variant(kernel, arch: int, form: str, dtype_variant: str, config) ->
     dtype, dot, precision = DTYPE_VARIANTS[dtype_variant]
     constexprs = {"FORM": st.FORM_IDS[form], "PEARSON_EPS": PEARSON_EPS, "DOT_DTYPE": dot, "ACC_DTYPE": tl.float32,
                   "PRECISION": precision, **config.kwargs}
+    constexprs = {name: value for name, value in constexprs.items() if name in fn.arg_names}  # bwd: no PEARSON_EPS
     signature = _signature(fn, dtype)
     signature.update({name: "constexpr" for name in constexprs})
     attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in ALIGNED_ARGS if name in signature}
