@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,14 @@ def test_export_loads_with_transformers_and_sentence_transformers(tiny, zero2):
                            initial.mlm.bert.embeddings.word_embeddings.weight)
 
 
+def wait_until_gone(marker: str, seconds: float = 120.0) -> None:
+    """Wait until no process has `marker` in its command line (a killed run's ranks have exited)."""
+    deadline = time.monotonic() + seconds
+    while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, f"processes of {marker} still running after {seconds} s"
+        time.sleep(0.5)
+
+
 def test_a_rank_killed_writing_its_shard_then_resumed_ends_as_the_uninterrupted_run(tiny, zero2):
     """zero2 with a checkpoint every step; rank 1 is killed -9 halfway through writing its optimizer
     shard of step2 (tests/kill_at.py; the launcher then stops rank 0): step2 never appears, and
@@ -163,6 +172,7 @@ def test_a_rank_killed_writing_its_shard_then_resumed_ends_as_the_uninterrupted_
     killed = subprocess.run(command, cwd=REPO, env={**subprocess_env(), "KILL_RANK": "1", "PYTHONPATH": str(REPO)},
                             capture_output=True, text=True, timeout=900)
     assert killed.returncode != 0, killed.stdout[-3000:]
+    wait_until_gone(str(out))  # the launcher exits before the surviving rank it stops has: it is not the resume
     assert sorted(path.name for path in (out / "checkpoints").glob("step*")) == ["step1", "step2.partial"]
     run_train(tiny, "rank_killed", ["--resume", *overrides], ranks=2)
     assert sorted(path.name for path in (out / "checkpoints").glob("step*")) == ["step2", "step3", "step4"]
