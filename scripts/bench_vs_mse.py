@@ -1,13 +1,13 @@
 """MMKD against sentence-transformers' multilingual MSE distillation at equal wall-clock, in one table.
 
-    python scripts/bench_vs_mse.py --run runs/main --minutes 20 --out runs/bench_vs_mse
+    python scripts/bench_vs_mse.py --run runs/main --minutes 12 --steps 2000 --out runs/bench_vs_mse
 
 `--run` holds what `mmkd pipeline` builds before training: corpus/, student/, teacher_cache_train/,
 teacher_cache_dev/. Both arms start from the same student (init-student's vocabulary, layers and
 fitted P_s) and train on the same pairs, the recipe's language-sampled draw of the train split
 (alpha, seed), for the same training-loop time on this machine:
-  mmkd  `mmkd train RECIPE` with every objective, for the recipe's max_steps or --minutes of loop time,
-        whichever runs out first (the learning-rate schedule follows that budget, mmkd.schedule);
+  mmkd  `mmkd train RECIPE` with every objective, for --steps (default the recipe's max_steps) or --minutes
+        of loop time, whichever runs out first (the learning-rate schedule follows that budget, mmkd.schedule);
         its export/sentence_transformers is scored;
   mse   Reimers & Gurevych (2020) with sentence-transformers itself (mmkd.evaluation.mse_baseline): its
         MSELoss regresses the student's embedding of x and of y onto the teacher's of x (read from the
@@ -61,13 +61,18 @@ def recipe_config(args: argparse.Namespace):
                                            f"--teacher_cache={run / 'teacher_cache_train'}"])
 
 
+def max_steps(args: argparse.Namespace) -> int:
+    """The step bound of both arms: --steps, else the recipe's max_steps."""
+    return args.steps or recipe_config(args).max_steps
+
+
 def run_mmkd(args: argparse.Namespace, out: Path) -> dict:
     """Train the recipe for args.minutes of loop time into out/; {"steps", "pairs", "seconds", "model"}."""
     run = Path(args.run)
     command = [sys.executable, "-m", "mmkd", "train", args.recipe, f"--corpus={run / 'corpus'}",
                f"--student={run / 'student'}", f"--teacher_cache={run / 'teacher_cache_train'}",
                f"--dev_teacher_cache={run / 'teacher_cache_dev'}", f"--output_dir={out}",
-               f"--max_time_minutes={args.minutes}", "--eval_interval=0",
+               f"--max_time_minutes={args.minutes}", f"--max_steps={max_steps(args)}", "--eval_interval=0",
                "--save_interval=1000000", f"--seed={args.seed}", "--progress_bar=false", *shlex.split(args.mmkd_args)]
     print("[bench] mmkd: $ " + " ".join(command), flush=True)
     start = time.perf_counter()
@@ -94,7 +99,7 @@ def run_mse(args: argparse.Namespace, out: Path) -> dict:
     init = save_sentence_transformer(load_student(Path(args.run) / "student"), out / "init", cfg.max_length,
                                      normalize=False)
     scheduler = load_ds_config(cfg.ds_config).get("scheduler", {}).get("params", {})
-    config = MSEBaselineConfig(total_steps=cfg.max_steps, budget_seconds=60.0 * args.minutes,
+    config = MSEBaselineConfig(total_steps=max_steps(args), budget_seconds=60.0 * args.minutes,
                                batch_size=global_batch(cfg.ds_config),
                                warmup_steps=scheduler.get("warmup_num_steps", 0),
                                learning_rate=args.mse_lr, max_length=cfg.max_length, seed=args.seed)
@@ -155,6 +160,9 @@ def main() -> int:
     parser.add_argument("--run", default="runs/main", help="run directory with corpus, student, teacher caches")
     parser.add_argument("--recipe", default=str(REPO / "recipes" / "cpu_main.yaml"))
     parser.add_argument("--minutes", type=float, default=20.0, help="training-loop minutes per arm (default 20)")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="step bound of both arms (default: the recipe's max_steps); set it above what either "
+                             "arm reaches in --minutes for equal wall-clock (the schedule then follows the time)")
     parser.add_argument("--out", default="runs/bench_vs_mse")
     parser.add_argument("--ood", default="package:django", help="out-of-domain source (eval retrieval --out-of-domain)")
     parser.add_argument("--pool", type=int, default=1000)

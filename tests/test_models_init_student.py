@@ -11,7 +11,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, BertCon
 
 from mmkd.errors import MMKDError
 from mmkd.models.heads import create_projection_heads
-from mmkd.models.init_student import corpus_training_texts, init_student, make_student
+from mmkd.models.init_student import corpus_training_texts, init_student, initial_word_embeddings, make_student
 from mmkd.models.student import STUDENT_FILE, load_student
 from mmkd.models.teacher import PACKAGED_TEACHER_SHA256
 
@@ -432,8 +432,40 @@ def test_command_writes_a_loadable_student(tmp_path, capsys):
     printed = captured.out
     assert "projection head fit: 100%" in captured.err  # its progress bar
     assert "copied from the source" in printed and "averaged" in printed
+    assert f"word embeddings fitted on {24 * len(TRANSLATIONS)} parallel pairs" in printed  # the default
     assert "projection heads: 384 -> 384, fitted on 24 English sentences" in printed
     for lang in TRANSLATIONS:
         assert f"unknown-token rate on dev, {lang}:" in printed
     student = load_student(str(tmp_path / "student"))
     assert len(student.tokenizer) == 700 and student.d_teacher == 384
+
+
+def test_translated_words_move_towards_their_english_source(source):
+    """On the tiny corpus, a translation's mean input embedding after the parallel fit is nearer its
+    English sentence's (teacher rows, copied) than with the sub-token means; copied rows are unchanged."""
+    translations = [line for lines in TRANSLATIONS.values() for line in lines]
+    student, report = make_student(SENTENCES, vocab_size=VOCAB_SIZE, english=ENGLISH * len(TRANSLATIONS),
+                                   translations=translations)
+    fit = report.parallel_fit
+    assert fit is not None and fit.pairs == len(translations) and report.embeddings.parallel == fit.fitted > 0
+    assert fit.relative_residual <= 1e-4 and fit.mse_after < 0.5 * fit.mse_before
+    source_model, source_tokenizer = source
+    rows_before, copied, _ = initial_word_embeddings(student.tokenizer, source_tokenizer,
+                                                     word_row(source_model, slice(None)).detach())
+    rows_after = student.mlm.bert.embeddings.word_embeddings.weight.detach()
+    changed = (rows_before != rows_after).any(1)
+    assert int(changed.sum()) == fit.fitted and not changed[copied].any()
+
+    def mean_row(rows, text):
+        return rows[student.tokenizer(text, add_special_tokens=False)["input_ids"]].mean(0)
+
+    def cosine_to_english(rows):
+        return torch.stack([torch.cosine_similarity(mean_row(rows, fr), mean_row(rows_before, en), dim=0)
+                            for en, fr in zip(ENGLISH, FRENCH)]).mean()
+
+    assert cosine_to_english(rows_after) > cosine_to_english(rows_before) + 0.1
+
+
+def test_translations_need_a_new_vocabulary_and_one_per_sentence():
+    with pytest.raises(MMKDError, match="one translation per English sentence"):
+        make_student(SENTENCES, vocab_size=VOCAB_SIZE, english=ENGLISH, translations=FRENCH[:3])

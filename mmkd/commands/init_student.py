@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
+from mmkd.models.parallel_embeddings import EMBEDDING_INITS
 from mmkd.models.vocabulary import DEFAULT_VOCAB_SIZE
 
 EXAMPLES = """examples:
@@ -34,6 +35,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-vocab", action="store_true",
                         help="keep --source whole as the student, its own tokenizer and vocabulary (XLM-R, mBERT, "
                              "DistilBERT, MPNet, DeBERTa, ...), and only fit the projection heads")
+    parser.add_argument("--embedding-init", choices=EMBEDDING_INITS, default="parallel",
+                        help="word embeddings of tokens the source does not know: 'parallel' (default) fits them "
+                             "on the train split's pairs so a translation's mean embedding matches its English "
+                             "sentence's; 'subwords' keeps the mean of the source's sub-token rows")
     parser.add_argument("--seed", type=int, default=0, help="seed of the freshly initialised weights")
     parser.set_defaults(func=run)
 
@@ -45,9 +50,11 @@ def run(args: argparse.Namespace) -> int:
     from mmkd.models.init_student import corpus_training_texts, init_student
 
     corpus = load_corpus(args.corpus)
+    parallel = args.embedding_init == "parallel" and not args.keep_vocab
     report = init_student(corpus_training_texts(corpus), args.out, source=args.source, teacher=args.teacher,
                           vocab_size=args.vocab_size, seed=args.seed, english=list(corpus["train"]["src"]),
-                          keep_vocab=args.keep_vocab, progress=True)
+                          keep_vocab=args.keep_vocab, progress=True,
+                          translations=list(corpus["train"]["tgt"]) if parallel else ())
     counts = report.embeddings
     if counts is None:
         print(f"vocabulary: the source's own, {report.vocab_size} tokens; its masked LM kept whole")
@@ -55,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"vocabulary: {report.vocab_size} tokens, trained in {report.vocab_seconds:.1f} s")
         print(f"word embeddings: {counts.copied} copied from the source, {counts.averaged} averaged from its "
               f"sub-tokens, {counts.unknown} from its unknown token")
+        fit = report.parallel_fit
+        if fit is not None:
+            print(f"word embeddings fitted on {fit.pairs} parallel pairs: {fit.fitted} tokens, {fit.iterations} "
+                  f"conjugate-gradient iterations (relative residual {fit.relative_residual:.1e}); mean squared "
+                  f"error of a sentence's mean embedding to its English's {fit.mse_before:.2e} -> {fit.mse_after:.2e}")
         print(f"MLM transform: {'copied from the source' if report.transform_from_source else 'initialised fresh'}")
     print(f"source: {report.source['name']} (weights sha256 {report.source['weights_sha256']})")
     fit = report.head_fit

@@ -17,6 +17,9 @@ is the student as it is, its own tokenizer and vocabulary included; only step 4 
    special of the same role ([CLS] <- cls_token ...). Every other token gets the mean of the source
    rows of its string (without "##") as the source tokenizer splits it, the source's unknown token left
    out; only when nothing is left does it get the source's unknown-token row.
+3b. With parallel pairs (the default of the command: the corpus train split), every row not copied is
+   refitted so that a translation's mean input embedding matches its English sentence's
+   (`mmkd.models.parallel_embeddings`; `--embedding-init subwords` keeps the sub-token means).
 4. Projection heads P_w, P_s (d_S -> d_T of the teacher): fitted by least squares on English sentences
    of the corpus when they are given (`mmkd.models.head_fit`), else seeded random; saved with
    `MMKDStudent.save`.
@@ -49,6 +52,7 @@ from mmkd.errors import MMKDError
 from mmkd.models.head_fit import HeadFitReport, fit_projection_heads
 from mmkd.models.heads import create_projection_heads
 from mmkd.models.model_files import model_dir, weights_sha256
+from mmkd.models.parallel_embeddings import ParallelFitReport, fit_parallel_embeddings
 from mmkd.models.student import MMKDStudent, load_student_mlm
 from mmkd.models.teacher import load_teacher
 from mmkd.models.vocabulary import CONTINUATION_PREFIX, DEFAULT_VOCAB_SIZE, train_wordpiece
@@ -69,6 +73,7 @@ class EmbeddingCounts:
     copied: int  # the source's row of the same token (specials included)
     averaged: int  # mean of the source rows of the token's string, as the source splits it
     unknown: int  # the source's unknown-token row: the source gives nothing for the string
+    parallel: int = 0  # of the averaged and unknown ones, refitted on parallel pairs (step 3b)
 
 
 @dataclass
@@ -81,6 +86,7 @@ class InitStudentReport:
     d_teacher: int
     source: dict[str, str]
     head_fit: HeadFitReport | None  # how P_s and P_w were fitted; None = seeded random heads
+    parallel_fit: ParallelFitReport | None = None  # step 3b; None = sub-token means kept (no translations)
 
 
 def corpus_training_texts(corpus: DatasetDict) -> list[str]:
@@ -104,8 +110,9 @@ def source_knows(token: str, source_vocab: dict[str, int], source_tokenizer: Pre
 
 
 def initial_word_embeddings(student_tokenizer: PreTrainedTokenizerBase, source_tokenizer: PreTrainedTokenizerBase,
-                            source_embeddings: Tensor) -> tuple[Tensor, EmbeddingCounts]:
-    """Student word embeddings (V_S, d) from the source's (V_T, d); see the module docstring, step 3."""
+                            source_embeddings: Tensor) -> tuple[Tensor, Tensor, EmbeddingCounts]:
+    """Student word embeddings (V_S, d) from the source's (V_T, d), see the module docstring, step 3;
+    with the bool mask (V_S,) of the rows copied from the source (specials included)."""
     student_vocab = student_tokenizer.get_vocab()
     source_vocab = source_tokenizer.get_vocab()
     source_unknown = source_tokenizer.unk_token_id
@@ -136,7 +143,9 @@ def initial_word_embeddings(student_tokenizer: PreTrainedTokenizerBase, source_t
         embeddings[long_tensor(averaged)] = torch.nn.functional.embedding_bag(
             flat, source_embeddings, offsets, mode="mean")
     embeddings[long_tensor(fallback)] = source_embeddings[source_unknown]
-    return embeddings, EmbeddingCounts(len(rows), len(averaged), len(fallback))
+    copied = torch.zeros(len(student_vocab), dtype=torch.bool)
+    copied[long_tensor(rows)] = True
+    return embeddings, copied, EmbeddingCounts(len(rows), len(averaged), len(fallback))
 
 
 def long_tensor(ids: Iterable[int]) -> Tensor:
@@ -199,8 +208,11 @@ def bert_from_roberta(source: PreTrainedModel) -> BertForMaskedLM:
 
 
 def student_mlm(tokenizer: PreTrainedTokenizerBase, source: BertForMaskedLM, source_has_transform: bool,
-                source_tokenizer: PreTrainedTokenizerBase, seed: int) -> tuple[BertForMaskedLM, EmbeddingCounts]:
-    """A BertForMaskedLM with `tokenizer`'s vocabulary and everything else from `source` (step 2, 3)."""
+                source_tokenizer: PreTrainedTokenizerBase, seed: int, english: Sequence[str] = (),
+                translations: Sequence[str] = ()
+                ) -> tuple[BertForMaskedLM, EmbeddingCounts, ParallelFitReport | None]:
+    """A BertForMaskedLM with `tokenizer`'s vocabulary and everything else from `source` (steps 2, 3),
+    with the rows not copied refitted on the pairs (english[i], translations[i]) when given (step 3b)."""
     config = BertConfig.from_dict({**source.config.to_dict(), "vocab_size": len(tokenizer),
                                    "pad_token_id": tokenizer.pad_token_id, "architectures": ["BertForMaskedLM"],
                                    "tie_word_embeddings": True})
@@ -212,40 +224,54 @@ def student_mlm(tokenizer: PreTrainedTokenizerBase, source: BertForMaskedLM, sou
     if loaded.unexpected_keys or loaded.missing_keys != [WORD_EMBEDDINGS]:
         raise MMKDError(f"source {source.name_or_path}: encoder weights do not fit a BERT of its config "
                         f"(missing {loaded.missing_keys}, unexpected {loaded.unexpected_keys})")
-    embeddings, counts = initial_word_embeddings(tokenizer, source_tokenizer,
-                                                 source.bert.embeddings.word_embeddings.weight.detach())
+    source_embeddings = source.bert.embeddings.word_embeddings.weight.detach()
+    embeddings, copied, counts = initial_word_embeddings(tokenizer, source_tokenizer, source_embeddings)
+    parallel_fit = None
+    if translations:
+        embeddings, parallel_fit = fit_parallel_embeddings(embeddings, ~copied, tokenizer, source_tokenizer,
+                                                           source_embeddings, english, translations)
+        counts.parallel = parallel_fit.fitted
     with torch.no_grad():
         mlm.bert.embeddings.word_embeddings.weight.copy_(embeddings)
         if source_has_transform:
             mlm.cls.predictions.transform.load_state_dict(source.cls.predictions.transform.state_dict())
     mlm.eval()
-    return mlm, counts
+    return mlm, counts, parallel_fit
 
 
 def make_student(texts: Iterable[str], source: str | None = None, teacher: str | None = None,
                  vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0, english: Sequence[str] = (),
-                 keep_vocab: bool = False, progress: bool = False) -> tuple[MMKDStudent, InitStudentReport]:
+                 keep_vocab: bool = False, progress: bool = False,
+                 translations: Sequence[str] = ()) -> tuple[MMKDStudent, InitStudentReport]:
     """A new student (in memory, eval mode). `source` = encoder whose layers are copied into a vocabulary
     trained on `texts` (default: the teacher), or with `keep_vocab` the masked LM kept whole with its own
     tokenizer (`texts` unused); `teacher` = teacher path or hub name (default: the packaged
     all-MiniLM-L6-v2), which sets d_T. With `english` sentences, the projection heads are fitted on them
-    against the teacher (see mmkd.models.head_fit); without, they are seeded random. `progress` shows
-    progress bars for the vocabulary training and the head fit."""
+    against the teacher (see mmkd.models.head_fit); without, they are seeded random. With `translations`
+    (translations[i] of english[i]; a new vocabulary only), the word embeddings the source does not give
+    are fitted on those pairs (mmkd.models.parallel_embeddings). `progress` shows progress bars for the
+    vocabulary training and the head fit. Raises MMKDError when translations and english differ in length
+    or come with keep_vocab."""
     teacher_model = load_teacher(teacher)
     d_teacher, teacher_sha256 = teacher_model.hidden_size, teacher_model.weights_sha256
     teacher_directory = Path(teacher_model.name) if teacher is None else model_dir(teacher, "teacher")
     if keep_vocab and source is None:
         raise MMKDError("init-student --keep-vocab: name the student model to keep with --source")
+    if translations and (keep_vocab or len(translations) != len(english)):
+        raise MMKDError(f"init-student: embeddings fitted on parallel pairs need a new vocabulary (not --keep-vocab) "
+                        f"and one translation per English sentence ({len(translations)} for {len(english)})")
     source_directory = teacher_directory if source is None else model_dir(source, "source")
     start = time.perf_counter()
     if keep_vocab:
         mlm, tokenizer, counts, transform_from_source = kept_mlm(source_directory)
+        parallel_fit = None
     else:
         source_model, transform_from_source = load_source(source_directory)
         source_tokenizer = AutoTokenizer.from_pretrained(source_directory)
         tokenizer = train_wordpiece(texts, vocab_size, model_max_length=source_model.config.max_position_embeddings,
                                     progress=progress)
-        mlm, counts = student_mlm(tokenizer, source_model, transform_from_source, source_tokenizer, seed)
+        mlm, counts, parallel_fit = student_mlm(tokenizer, source_model, transform_from_source, source_tokenizer,
+                                                seed, english, translations)
     vocab_seconds = 0.0 if keep_vocab else time.perf_counter() - start
     if source is None:
         source_name, source_sha256 = str(teacher_directory if teacher is None else teacher), teacher_sha256
@@ -256,7 +282,8 @@ def make_student(texts: Iterable[str], source: str | None = None, teacher: str |
     head_fit = fit_projection_heads(student, teacher_model, english, seed=seed, progress=progress) if english else None
     report = InitStudentReport(vocab_size=len(tokenizer), vocab_seconds=vocab_seconds, embeddings=counts,
                                transform_from_source=transform_from_source, d_student=student.d_student,
-                               d_teacher=d_teacher, source=student.source, head_fit=head_fit)
+                               d_teacher=d_teacher, source=student.source, head_fit=head_fit,
+                               parallel_fit=parallel_fit)
     return student.eval(), report
 
 
@@ -271,11 +298,13 @@ def kept_mlm(directory: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase,
 
 def init_student(texts: Iterable[str], out: str | Path, source: str | None = None, teacher: str | None = None,
                  vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0, english: Sequence[str] = (),
-                 keep_vocab: bool = False, progress: bool = False) -> InitStudentReport:
+                 keep_vocab: bool = False, progress: bool = False,
+                 translations: Sequence[str] = ()) -> InitStudentReport:
     """`make_student`, saved to `out` (a new or empty directory)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MMKDError(f"{out}: exists and is not an empty directory; init-student writes a new student")
-    student, report = make_student(texts, source, teacher, vocab_size, seed, english, keep_vocab, progress)
+    student, report = make_student(texts, source, teacher, vocab_size, seed, english, keep_vocab, progress,
+                                   translations)
     student.save(out)
     return report
