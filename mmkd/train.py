@@ -283,6 +283,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         checkpointing.clear_output_dir(cfg.output_dir)
     dist.barrier()
     engine = build_engine(run.student, run.loss, run.ds_config, source=cfg.ds_config)
+    monitoring.own_monitor(engine)  # one TensorBoard namespace, against optimizer steps
     master_weights.load_fp32_student(engine, cfg.student, teacher.hidden_size)
     # Seeded again: building the student draws random numbers under ZeRO-3 (zero.Init initialises the values it
     # partitions) and not in the other stages; dropout and masking then start from the same state in every stage.

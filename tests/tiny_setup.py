@@ -88,7 +88,7 @@ def subprocess_env() -> dict[str, str]:
 
 
 def scalars(out: Path) -> dict[str, dict[int, float]]:
-    """Every TensorBoard scalar of a run: {tag: {global_samples: value}} (all event files of the run)."""
+    """Every TensorBoard scalar of a run: {tag: {optimizer step: value}} (all event files of the run)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(out / "tensorboard" / "mmkd"), size_guidance={"scalars": 0})
