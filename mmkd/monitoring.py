@@ -149,6 +149,8 @@ class StepMonitor:
             self.monitor.write_events(kept)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "monitor":  # not yet set (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.monitor, name)
 
 

@@ -432,7 +432,7 @@ def test_command_writes_a_loadable_student(tmp_path, capsys):
     printed = captured.out
     assert "projection head fit: 100%" in captured.err  # its progress bar
     assert "copied from the source" in printed and "averaged" in printed
-    assert "projection heads: 384 -> 384, fitted on 24 English sentences" in printed
+    assert "projection heads: P_w 384 -> 384, P_s 384 -> 384, fitted on 24 English sentences" in printed
     for lang in TRANSLATIONS:
         assert f"unknown-token rate on dev, {lang}:" in printed
     student = load_student(str(tmp_path / "student"))
