@@ -211,7 +211,7 @@ def fp32_student_state(engine: Any, tag: str, output_dir: str | Path) -> dict[st
 
 def student_embeddings(student: MMKDStudent, texts: list[str], max_length: int, normalize: bool,
                        device: torch.device) -> dict[str, torch.Tensor]:
-    """{"encoder": mean-pooled last-layer states (N, d_S), "sentence": the sentence embedding (N, d_T),
+    """{"encoder": mean-pooled last-layer states (N, d_S), "sentence": the sentence embedding (N, d_E),
     P_s of the former, unit length when `normalize`}, float32 on the CPU, in eval mode, no grad.
 
     Under ZeRO-3 every rank must call it (the forward gathers parameters collectively).
@@ -251,7 +251,8 @@ def write_export(engine: Any, cfg: TrainConfig, tag: str, teacher: Teacher, text
     """Write the export's files (module docstring) from checkpoint `tag` into `out`; every rank calls it."""
     reference = student_embeddings(engine.module.student, texts, cfg.max_length, teacher.normalize, engine.device)
     if dist.get_rank() == 0:
-        student = load_student(cfg.student, teacher_hidden_size=teacher.hidden_size)
+        student = load_student(cfg.student, teacher_hidden_size=teacher.hidden_size,
+                               teacher_sentence_size=teacher.sentence_size)
         student.load_state_dict(fp32_student_state(engine, tag, cfg.output_dir))
         student.save(out / HF_DIR)
         save_sentence_transformer(student, out / ST_DIR, cfg.max_length, teacher.normalize)

@@ -183,18 +183,21 @@ def compute_dtype(ds_config: dict[str, Any]) -> torch.dtype:
     return torch.float32
 
 
-def build_student(path: str, teacher_hidden_size: int, ds_config: dict[str, Any]) -> MMKDStudent:
-    """Load the student (MMKDStudent with its heads); under ZeRO-3 partitioned as it is built.
+def build_student(path: str, teacher_hidden_size: int, ds_config: dict[str, Any],
+                  teacher_sentence_size: int | None = None) -> MMKDStudent:
+    """Load the student (MMKDStudent with its heads: load_student's sizes, d_T and d_E); under ZeRO-3
+    partitioned as it is built.
 
     Under ZeRO-3 the masked LM is loaded while a transformers HfDeepSpeedConfig of `ds_config` is
     alive: from_pretrained then creates every parameter inside deepspeed.zero.Init, partitioned and
     in the JSON's dtype, and loads each one's slice, so no rank ever holds the full fp32 student
     (0.7 GB at the paper's 179M parameters). The config is dropped right after, so that models loaded
-    later (teacher, export) are whole. The projection heads (2 d_S d_T parameters) are loaded
+    later (teacher, export) are whole. The projection heads (d_S (d_T + d_E) parameters) are loaded
     whole, cast, then partitioned. HfDeepSpeedConfig needs the accelerate package.
     """
+    sizes = {"teacher_hidden_size": teacher_hidden_size, "teacher_sentence_size": teacher_sentence_size}
     if zero_stage(ds_config) != 3:
-        return load_student(path, teacher_hidden_size=teacher_hidden_size)
+        return load_student(path, **sizes)
     try:
         from transformers.integrations import HfDeepSpeedConfig
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
@@ -204,7 +207,7 @@ def build_student(path: str, teacher_hidden_size: int, ds_config: dict[str, Any]
         raise MMKDError(f"ZeRO-3 builds the student partitioned through transformers' HfDeepSpeedConfig, which needs "
                         f"the accelerate package: pip install accelerate ({err})") from err
     try:
-        student = load_student(path, teacher_hidden_size=teacher_hidden_size)
+        student = load_student(path, **sizes)
     finally:
         del zero3_loading
         unset_hf_deepspeed_config()

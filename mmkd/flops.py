@@ -71,7 +71,7 @@ class MicroStepFlops:
     student: the student encoder's shape; d_teacher: d_T; loss: the run's MMKDLoss (weights, full
     logits, StrucA implementation, gathering); world: data-parallel ranks (gathered rows and
     candidates, counted as this rank's times the world size); teacher: a live teacher's shape, None
-    with the cache.
+    with the cache; d_sentence: d_E, the teacher's sentence embedding size (None: d_T).
     """
 
     student: EncoderShape
@@ -79,10 +79,12 @@ class MicroStepFlops:
     loss: MMKDLoss
     world: int = 1
     teacher: EncoderShape | None = None
+    d_sentence: int | None = None
 
     def __call__(self, batch: Mapping[str, Any]) -> float:
         """FLOPs of MMKDLoss's forward and backward on `batch` (architecture.md "Batches")."""
         w, s, d_t = self.loss.weights, self.student, self.d_teacher
+        d_e = d_t if self.d_sentence is None else self.d_sentence
         h = s.hidden
         recompute = self.loss.struct_impl != "reference"
         flops = 0.0
@@ -102,10 +104,10 @@ class MicroStepFlops:
             candidates = int(batch["teacher_token_mask"].sum()) * (self.world if self.loss.gather_negatives else 1)
             flops += 3 * 2.0 * queries * h * d_t + 2 * 2.0 * queries * candidates * d_t
         if w.w_sent:
-            flops += 3 * 2.0 * 2 * pairs * h * d_t
+            flops += 3 * 2.0 * 2 * pairs * h * d_e
         if w.w_struct_sent:
             rows = pairs * (self.world if self.loss.gather_sentence_rows else 1)
-            flops += struca_flops(rows, h, d_t, recompute)
+            flops += struca_flops(rows, h, d_e, recompute)
         if w.w_struct_tok:
             rows = len(batch["match_x"]) * (self.world if self.loss.gather_token_rows else 1)
             flops += struca_flops(rows, h, d_t, recompute)

@@ -21,7 +21,8 @@ from deepspeed.utils import safe_set_full_fp32_param
 from mmkd.models.student import load_student
 
 
-def load_fp32_student(engine: Any, student_path: str, teacher_hidden_size: int) -> int:
+def load_fp32_student(engine: Any, student_path: str, teacher_hidden_size: int,
+                      teacher_sentence_size: int | None = None) -> int:
     """Set the fp32 master copy of every student parameter of `engine` to the student at `student_path`
     as loaded in fp32 (load_student); returns how many parameters were set (0 when the engine trains
     in fp32, or under ZeRO-3 or fp16 without ZeRO: module docstring). Every rank calls it."""
@@ -31,7 +32,8 @@ def load_fp32_student(engine: Any, student_path: str, teacher_hidden_size: int) 
                if param.requires_grad and getattr(param, "_hp_mapping", None) is not None]
     if not masters:
         return 0
-    fp32 = dict(load_student(student_path, teacher_hidden_size=teacher_hidden_size).named_parameters())
+    fp32 = dict(load_student(student_path, teacher_hidden_size=teacher_hidden_size,
+                             teacher_sentence_size=teacher_sentence_size).named_parameters())
     for name, param in masters:
         safe_set_full_fp32_param(param, fp32[name].detach().float().to(engine.device))
     return len(masters)

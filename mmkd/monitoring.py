@@ -1,6 +1,6 @@
 """What a run reports: scalars through DeepSpeed's monitor, and a progress bar, on rank 0.
 
-Scalars (TensorBoard tags; x axis = engine.global_samples):
+Scalars (TensorBoard tags, one namespace; x axis = optimizer steps, engine.global_steps):
   train/loss, train/<term>            total and each computed MMKDLoss term (mean over ranks)
   train/grad_norm                     global gradient norm before clipping
   train/lr                            the lr the logged step ran at (mmkd.schedule)
@@ -13,16 +13,19 @@ Scalars (TensorBoard tags; x axis = engine.global_samples):
   dev/retrieval/<lang>/x2y, .../y2x  top-1 translation retrieval on dev (mmkd.evaluation.retrieval.dev_retrieval;
                                      train config eval_retrieval)
   dev/retrieval/mean                 their mean: the figure to choose a checkpoint by
+  train/loss_scale, train/elapsed_time_ms_<part>    DeepSpeed's own scalars (fp16; wall_clock_breakdown),
+                                     moved from Train/Samples/<name> (`StepMonitor`)
 Text: run/config, the run's train config and DeepSpeed JSON (as given to deepspeed.initialize).
-DeepSpeed's own monitor writes Train/Samples/lr at every step (read after the step: the lr the
-next step runs at, where train/lr is the one the step ran at), and Train/Samples/loss_scale when
-fp16 is on.
+DeepSpeed's own monitor writes Train/Samples/<name> against samples; `StepMonitor` moves those events
+into train/ at the optimizer step, and drops its Train/Samples/lr (read after the step: the lr the
+next step runs at; train/lr is the one the step ran at, and is written every log_interval steps).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -121,10 +124,47 @@ class Throughput:
         return rates
 
 
+class StepMonitor:
+    """DeepSpeed's monitor (the TensorBoard, CSV, W&B or Comet writers its JSON enables) with every event in
+    one namespace against optimizer steps: DeepSpeed's own events ("Train/Samples/<name>", x = samples)
+    become "train/<name>" at `step()`, its lr is dropped (module docstring), mmkd's events pass unchanged.
+    Everything else (`enabled`, `tb_monitor`, ...) is the wrapped monitor's."""
+
+    DEEPSPEED_PREFIX = "Train/Samples/"
+    DROPPED = ("lr",)  # DeepSpeed's names mmkd writes itself
+
+    def __init__(self, monitor: Any, step: Callable[[], int]) -> None:
+        self.monitor, self.step = monitor, step
+
+    def write_events(self, events: list[tuple[str, float, int]]) -> None:
+        """Write (tag, value, x) events, DeepSpeed's moved to (train/<name>, value, step())."""
+        kept = []
+        for tag, value, x in events:
+            name = tag.removeprefix(self.DEEPSPEED_PREFIX)
+            if name == tag:
+                kept.append((tag, value, x))
+            elif name not in self.DROPPED:
+                kept.append((f"train/{name}", value, self.step()))
+        if kept:
+            self.monitor.write_events(kept)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "monitor":  # not yet set (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.monitor, name)
+
+
+def own_monitor(engine: Any) -> None:
+    """Wrap `engine`'s monitor in a StepMonitor on engine.global_steps (once, after deepspeed.initialize):
+    DeepSpeed writes its events at the step's end, after counting the step."""
+    engine.monitor = StepMonitor(engine.monitor, lambda: engine.global_steps)
+
+
 def write_scalars(engine: Any, prefix: str, scalars: dict[str, float]) -> None:
-    """Write `prefix/name` scalars at engine.global_samples through DeepSpeed's monitor (rank 0 only)."""
+    """Write `prefix/name` scalars at the optimizer step (engine.global_steps: the steps done, restored on
+    resume) through DeepSpeed's monitor (rank 0 only)."""
     if engine.monitor.enabled and engine.global_rank == 0:
-        engine.monitor.write_events([(f"{prefix}/{name}", float(value), engine.global_samples)
+        engine.monitor.write_events([(f"{prefix}/{name}", float(value), engine.global_steps)
                                      for name, value in scalars.items()])
 
 
@@ -134,7 +174,7 @@ def write_config_text(engine: Any, config: dict[str, Any]) -> None:
     writer = getattr(getattr(engine.monitor, "tb_monitor", None), "summary_writer", None)
     if engine.monitor.enabled and engine.global_rank == 0 and writer is not None:
         text = json.dumps(config, indent=2, sort_keys=True, default=str)
-        writer.add_text("run/config", "\n".join("    " + line for line in text.splitlines()), engine.global_samples)
+        writer.add_text("run/config", "\n".join("    " + line for line in text.splitlines()), engine.global_steps)
         writer.flush()
 
 

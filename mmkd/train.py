@@ -219,7 +219,7 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     ds_config = with_run_values(ds_config, tensorboard_dir=f"{cfg.output_dir}/tensorboard", total_steps=total_steps)
 
-    student = build_student(cfg.student, teacher.hidden_size, ds_config)
+    student = build_student(cfg.student, teacher.hidden_size, ds_config, teacher.sentence_size)
     lengths = None
     if cfg.length_group_window > 0:
         with rank_zero_first(rank):  # rank 0 writes the lengths' cache file, the others read it
@@ -234,7 +234,8 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     terms = [name for name in TERM_WEIGHTS if cfg.weights[name] > 0]
     collator = MMKDCollator(student.tokenizer, teacher.tokenizer, cfg.max_length, cfg.mlm_probability, cfg.seed)
     flops = MicroStepFlops(EncoderShape.of(student.mlm.config), teacher.hidden_size, loss, world,
-                           EncoderShape.of(teacher.model.config) if cfg.live_teacher else None)
+                           EncoderShape.of(teacher.model.config) if cfg.live_teacher else None,
+                           d_sentence=teacher.sentence_size)
     train_collator = collator if cache is None else CachedTeacherCollator(collator, cache)
     return Setup(ds_config, rank, world, corpus, teacher, cache, dev_cache, sampler, micro, accumulation,
                  steps_per_epoch, total_steps, student, loss, collator, train_collator, terms, flops)
@@ -283,7 +284,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         checkpointing.clear_output_dir(cfg.output_dir)
     dist.barrier()
     engine = build_engine(run.student, run.loss, run.ds_config, source=cfg.ds_config)
-    master_weights.load_fp32_student(engine, cfg.student, teacher.hidden_size)
+    monitoring.own_monitor(engine)  # one TensorBoard namespace, against optimizer steps
+    master_weights.load_fp32_student(engine, cfg.student, teacher.hidden_size, teacher.sentence_size)
     # Seeded again: building the student draws random numbers under ZeRO-3 (zero.Init initialises the values it
     # partitions) and not in the other stages; dropout and masking then start from the same state in every stage.
     seed_everything(cfg.seed + rank)

@@ -22,11 +22,13 @@ PAIRS = [("Open the file in a new window.", "Ouvrez le fichier dans une nouvelle
          ("The file could not be read because it is too large", "Le fichier est trop grand", None)]
 
 
-def tiny_student(tokenizer, hidden: int = 32, intermediate: int = 64, vocab: int | None = None) -> MMKDStudent:
+def tiny_student(tokenizer, hidden: int = 32, intermediate: int = 64, vocab: int | None = None,
+                 d_sentence: int = D_T) -> MMKDStudent:
     config = BertConfig(vocab_size=vocab or len(tokenizer), hidden_size=hidden, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=intermediate, max_position_embeddings=64)
     torch.manual_seed(0)
-    return MMKDStudent(BertForMaskedLM(config).train(), create_projection_heads(hidden, D_T), tokenizer,
+    return MMKDStudent(BertForMaskedLM(config).train(), create_projection_heads(hidden, D_T, d_sentence=d_sentence),
+                       tokenizer,
                        {"name": "tiny", "weights_sha256": ""})
 
 
@@ -39,17 +41,17 @@ def batch(teacher_tokenizer):
     return collated
 
 
-def teacher_outputs(batch):
+def teacher_outputs(batch, d_sentence: int = D_T):
     gen = torch.Generator().manual_seed(0)
     b, length = batch["teacher_input_ids"].shape
     return SimpleNamespace(token_states=torch.randn(b, length, D_T, generator=gen),
-                           sentence_embedding=torch.randn(b, D_T, generator=gen),
+                           sentence_embedding=torch.randn(b, d_sentence, generator=gen),
                            attention_mask=batch["teacher_attention_mask"])
 
 
 def measured_flops(student, loss, batch) -> int:
     with FlopCounterMode(display=False) as counter:
-        loss(student, batch, teacher_outputs(batch)).total.backward()
+        loss(student, batch, teacher_outputs(batch, student.d_sentence)).total.backward()
     return counter.get_total_flops()
 
 
@@ -73,6 +75,15 @@ def test_counted_flops_are_within_5_percent_of_flop_counter_mode(teacher_tokeniz
     counted = MicroStepFlops(EncoderShape.of(student.mlm.config), D_T, loss)(batch)
     measured = measured_flops(student, loss, batch)
     assert counted == pytest.approx(measured, rel=0.05)
+
+
+@pytest.mark.parametrize("mode", ["monolingual", "cross_lingual"])
+def test_a_sentence_embedding_of_another_size_is_counted_at_its_size(teacher_tokenizer, batch, mode):
+    """A teacher whose Dense module changes the size: P_s, SentA and sentence StrucA work in d_E = 8."""
+    student = tiny_student(teacher_tokenizer, d_sentence=8)
+    loss = MMKDLoss(LossWeights(w_tlm=0.0, w_xwcl=0.0, w_struct_tok=0.0), struct_sent_mode=mode)
+    counted = MicroStepFlops(EncoderShape.of(student.mlm.config), D_T, loss, d_sentence=8)(batch)
+    assert counted == pytest.approx(measured_flops(student, loss, batch), rel=0.05)
 
 
 def test_full_logits_cost_the_head_on_every_position(teacher_tokenizer, batch):

@@ -44,6 +44,18 @@ def test_save_load_round_trip(tmp_path):
     torch.testing.assert_close(loaded.sentence(x), heads.sentence(x))
 
 
+def test_sentence_head_of_another_size_round_trips(tmp_path):
+    """A teacher whose Dense module changes the size: P_w d_S -> d_T, P_s d_S -> d_E."""
+    heads = create_projection_heads(12, 20, seed=3, d_sentence=16)
+    assert (heads.d_teacher, heads.d_sentence) == (20, 16)
+    assert heads.word.weight.shape == (20, 12) and heads.sentence.weight.shape == (16, 12)
+    torch.testing.assert_close(heads.word.weight, create_projection_heads(12, 20, seed=3).word.weight)
+    heads.save(tmp_path)
+    loaded = ProjectionHeads.load(tmp_path)
+    assert (loaded.d_student, loaded.d_teacher, loaded.d_sentence) == (12, 20, 16)
+    torch.testing.assert_close(loaded.sentence.weight, heads.sentence.weight)
+
+
 def test_missing_heads_file_names_it(tmp_path):
     with pytest.raises(MMKDError, match=str(tmp_path / HEADS_FILE)):
         ProjectionHeads.load(tmp_path)

@@ -433,7 +433,7 @@ def test_command_writes_a_loadable_student(tmp_path, capsys):
     assert "projection head fit: 100%" in captured.err  # its progress bar
     assert "copied from the source" in printed and "averaged" in printed
     assert f"word embeddings fitted on {24 * len(TRANSLATIONS)} parallel pairs" in printed  # the default
-    assert "projection heads: 384 -> 384, fitted on 24 English sentences" in printed
+    assert "projection heads: P_w 384 -> 384, P_s 384 -> 384, fitted on 24 English sentences" in printed
     for lang in TRANSLATIONS:
         assert f"unknown-token rate on dev, {lang}:" in printed
     student = load_student(str(tmp_path / "student"))

@@ -138,7 +138,7 @@ def test_save_and_load_round_trip(plain_dir, tmp_path):
     student = load_student(str(plain_dir), teacher_hidden_size=D_TEACHER)
     out = student.save(tmp_path / "student")
     description = json.loads((out / STUDENT_FILE).read_text())
-    assert description == {"d_student": 16, "d_teacher": D_TEACHER, "source": student.source}
+    assert description == {"d_student": 16, "d_teacher": D_TEACHER, "d_sentence": D_TEACHER, "source": student.source}
     reloaded = load_student(str(out), teacher_hidden_size=D_TEACHER)
     assert reloaded.source == student.source
     batch = pair_batch(student.tokenizer)

@@ -28,5 +28,5 @@ def test_zero_when_both_sides_equal_the_teacher():
 
 
 def test_shape_mismatch_is_refused():
-    with pytest.raises(ValueError, match=r"\(B, d_T\)"):
+    with pytest.raises(ValueError, match=r"\(B, d_E\)"):
         senta_loss(torch.randn(2, 4), torch.randn(2, 4), torch.randn(2, 5))

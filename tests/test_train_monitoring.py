@@ -94,3 +94,26 @@ def test_global_batch_note_says_whether_the_global_batch_is_kept():
 
     assert "kept on any number of ranks" in global_batch_note({"train_batch_size": 256}, 256)
     assert "changes with the number of ranks" in global_batch_note({"gradient_accumulation_steps": 2}, 32)
+
+
+class RecordingMonitor:
+    """Stands in for DeepSpeed's MonitorMaster: enabled, records the events it is given."""
+
+    enabled = True
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, float, int]] = []
+
+    def write_events(self, events):
+        self.events.extend(events)
+
+
+def test_step_monitor_puts_every_event_under_train_against_optimizer_steps():
+    engine = type("Engine", (), {"global_rank": 0, "global_steps": 7, "global_samples": 112})()
+    engine.monitor = recorded = RecordingMonitor()
+    monitoring.own_monitor(engine)
+    # as DeepSpeed's engine.step() writes them: x = samples
+    engine.monitor.write_events([("Train/Samples/lr", 1e-4, 112), ("Train/Samples/loss_scale", 1024.0, 112)])
+    monitoring.write_scalars(engine, "train", {"loss": 2.5, "lr": 1e-4})
+    assert recorded.events == [("train/loss_scale", 1024.0, 7), ("train/loss", 2.5, 7), ("train/lr", 1e-4, 7)]
+    assert engine.monitor.enabled

@@ -69,8 +69,8 @@ def test_lr_per_step_first_step_trains_last_step_at_the_schedules_end(tiny):
     assert result.returncode == 0, result.stderr[-4000:]
     logged = scalars(tiny / "lr")
     assert logged["train/lr"] == pytest.approx([LR / 2, LR, 0.75 * LR, LR / 2, LR / 4, 0.0])
-    # DeepSpeed's own scalar, written after each step: the lr its optimizer holds then, the next step's
-    assert logged["Train/Samples/lr"][:5] == pytest.approx(logged["train/lr"][1:])
+    # one namespace: DeepSpeed's own Train/Samples/lr (written after each step: the next step's lr) is not written
+    assert not any(tag.startswith("Train/") for tag in logged)
     assert "compute dtype bfloat16 (ZeRO stage 2)" in result.stdout
     assert "6 of 6 steps, stopped by max_steps; schedule at 100% (lr 0), 0 skipped steps" in result.stdout
 

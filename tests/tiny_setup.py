@@ -88,7 +88,7 @@ def subprocess_env() -> dict[str, str]:
 
 
 def scalars(out: Path) -> dict[str, dict[int, float]]:
-    """Every TensorBoard scalar of a run: {tag: {global_samples: value}} (all event files of the run)."""
+    """Every TensorBoard scalar of a run: {tag: {optimizer step: value}} (all event files of the run)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(out / "tensorboard" / "mmkd"), size_guidance={"scalars": 0})
@@ -99,7 +99,9 @@ def scalars(out: Path) -> dict[str, dict[int, float]]:
 def st_teacher(plain: Path, out: Path, kind: str) -> Path:
     """A sentence-transformers teacher over the tiny plain teacher `plain` (BERT, hidden 32), saved to
     `out`: "dense_normalize" (mean Pooling, Dense 32 -> 32 tanh, Normalize: the LaBSE layout),
-    "lasttoken" (last-token Pooling) or "prompt" (mean Pooling, default prompt "query: ")."""
+    "dense_resize" (mean Pooling, Dense 32 -> 24 tanh, Normalize: the distiluse layout, a sentence
+    embedding smaller than the token states), "lasttoken" (last-token Pooling) or "prompt" (mean
+    Pooling, default prompt "query: ")."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
 
@@ -107,6 +109,7 @@ def st_teacher(plain: Path, out: Path, kind: str) -> Path:
     size = transformer.get_embedding_dimension()
     modules = {
         "dense_normalize": [Pooling(size, pooling_mode="mean"), Dense(size, size), Normalize()],
+        "dense_resize": [Pooling(size, pooling_mode="mean"), Dense(size, 24), Normalize()],
         "lasttoken": [Pooling(size, pooling_mode="lasttoken")],
         "prompt": [Pooling(size, pooling_mode="mean")],
     }[kind]

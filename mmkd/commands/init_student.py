@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"MLM transform: {'copied from the source' if report.transform_from_source else 'initialised fresh'}")
     print(f"source: {report.source['name']} (weights sha256 {report.source['weights_sha256']})")
     fit = report.head_fit
-    print(f"projection heads: {report.d_student} -> {report.d_teacher}, fitted on {fit.sentences} English "
+    print(f"projection heads: P_w {report.d_student} -> {report.d_teacher}, P_s {report.d_student} -> "
+          f"{report.d_sentence}, fitted on {fit.sentences} English "
           f"sentences and {fit.tokens} span-matched tokens: mean cosine to the teacher {fit.sentence_cosine:.3f} "
           f"(P_s, sentences), {fit.token_cosine:.3f} (P_w, tokens)")
     tokenizer = AutoTokenizer.from_pretrained(args.out)

@@ -56,7 +56,7 @@ def warmup_decay(iteration: float, warmup_steps: int, total_steps: int) -> float
 def train_mse_baseline(student_dir: str | Path, english: Sequence[str], translations: Sequence[str],
                        teacher_embeddings: Tensor, out_dir: str | Path, config: MSEBaselineConfig) -> dict:
     """Train the sentence-transformers model at `student_dir` on (english[i], translations[i]) -> the
-    teacher's embedding of english[i] (teacher_embeddings (N, d_T)) for config.total_steps optimizer
+    teacher's embedding of english[i] (teacher_embeddings (N, d_E)) for config.total_steps optimizer
     steps or config.budget_seconds of training loop (or one pass over the N pairs), whichever ends
     first; save it to `out_dir`.
 

@@ -6,13 +6,13 @@ in the pool is skipped, since a duplicate candidate makes top-1 ill-defined). Re
 and model:
   x2y   top-1 accuracy of x_i -> y_i: y_i is strictly the most cosine-similar of the pool's y to x_i
         (a tie with another candidate counts as a miss); y2x the same the other way;
-  mse   mean over pairs and d_T of (model(y) - teacher(x))^2: the distance to SentA's target (None
+  mse   mean over pairs and d_E of (model(y) - teacher(x))^2: the distance to SentA's target (None
         for a model outside the teacher's space: any other model);
   pool  the pool size actually used.
 Languages are grouped by their TRAIN pair count: low-resource below a threshold, else high-resource;
 each group gets the mean of its languages' figures.
 
-Embeddings (an Encoder maps N texts to (N, d_T) float32 on the CPU, batched, under no_grad):
+Embeddings (an Encoder maps N texts to (N, d_E) float32 on the CPU, batched, under no_grad):
   teacher   the teacher's sentence embedding (its own pooling and normalisation), on both sides;
   student   P_s(mean_pool(last hidden states)), normalised when the teacher's embedding is: the
             projection into the teacher's space that SentA trains (so the MSE to the teacher is
@@ -42,7 +42,7 @@ from mmkd.models.model_files import model_dir
 from mmkd.models.student import STUDENT_FILE, MMKDStudent, load_student
 from mmkd.models.teacher import Teacher, load_teacher, sentence_pipeline
 
-Encoder = Callable[[Sequence[str]], Tensor]  # N texts -> (N, d_T) float32, CPU
+Encoder = Callable[[Sequence[str]], Tensor]  # N texts -> (N, d_E) float32, CPU
 TEACHER = "teacher"  # the model name that selects the teacher (on both sides)
 DIRECTIONS = ("x2y", "y2x")
 GROUPS = ("high", "low")
@@ -69,7 +69,7 @@ def retrieval_scores(x: Tensor, y: Tensor) -> dict[str, float]:
 
 
 def mean_squared_distance(embeddings: Tensor, targets: Tensor) -> float:
-    """Mean over rows and dimensions of (embeddings - targets)^2, both (N, d_T) (SentA's MSE)."""
+    """Mean over rows and dimensions of (embeddings - targets)^2, both (N, d_E) (SentA's MSE)."""
     return float(F.mse_loss(embeddings.double(), targets.double()))
 
 
@@ -129,7 +129,7 @@ def batched(encode_batch: Callable[[list[str]], Tensor], texts: Sequence[str], b
 
 def teacher_encoder(teacher: Teacher, max_length: int, batch_size: int, device: torch.device,
                     progress: str | None = None) -> Encoder:
-    """The teacher's sentence embeddings (B, d_T) (Teacher.encode), the teacher moved to `device`;
+    """The teacher's sentence embeddings (B, d_E) (Teacher.encode), the teacher moved to `device`;
     `progress` titles a progress bar per call (as in `batched`)."""
     teacher.model.to(device)
 
@@ -143,7 +143,7 @@ def teacher_encoder(teacher: Teacher, max_length: int, batch_size: int, device: 
 
 def student_encoder(student: MMKDStudent, max_length: int, batch_size: int, device: torch.device,
                     normalize: bool = False, progress: str | None = None) -> Encoder:
-    """The student's sentence embedding (B, d_T), P_s(mean_pool(last hidden)), unit length when `normalize`
+    """The student's sentence embedding (B, d_E), P_s(mean_pool(last hidden)), unit length when `normalize`
     (as the teacher's is): what the export's sentence-transformers model computes. The student is
     already on `device`; eval mode while encoding; `progress` titles a progress bar (as in `batched`)."""
 
@@ -181,7 +181,8 @@ def is_student(model: str) -> bool:
 def load_student_encoder(model: str, teacher: Teacher, max_length: int, batch_size: int, device: torch.device,
                          progress: str | None = None) -> Encoder:
     """The encoder of a student directory (`is_student`)."""
-    student = load_student(Path(model), teacher_hidden_size=teacher.hidden_size).to(device)
+    student = load_student(Path(model), teacher_hidden_size=teacher.hidden_size,
+                           teacher_sentence_size=teacher.sentence_size).to(device)
     return student_encoder(student, max_length, batch_size, device, normalize=teacher.normalize, progress=progress)
 
 

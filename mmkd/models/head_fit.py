@@ -1,11 +1,11 @@
 """A least-squares start for the projection heads P_s and P_w, in place of a random linear map.
 
-Fitted on English sentences x, so that before distillation P_s e^S(x) ~ e^T(x) (sentence embeddings)
-and P_w h^S_k ~ h^T_a (last-layer student states at tokens span-matched to teacher tokens, see
-mmkd.data.span_matching). A random P_s makes the student's first SentA steps learn the map rather
-than the encoder, and pulls every sentence towards the teacher's mean embedding; the fitted map starts
-the student where its initialisation already is. Ridge regression without intercept (the heads
-are linear maps), in float64.
+Fitted on English sentences x, so that before distillation P_s e^S(x) ~ e^T(x) (sentence embeddings,
+size d_E) and P_w h^S_k ~ h^T_a (token states, size d_T: last-layer student states at tokens
+span-matched to teacher tokens, see mmkd.data.span_matching). A random P_s makes the student's first
+SentA steps learn the map rather than the encoder, and pulls every sentence towards the teacher's mean
+embedding; the fitted map starts the student where its initialisation already is. Ridge regression
+without intercept (the heads are linear maps), in float64.
 """
 
 from __future__ import annotations

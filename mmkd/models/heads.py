@@ -1,5 +1,7 @@
-"""Projection heads P_w (word level) and P_s (sentence level): learned linear maps d_S -> d_T, part of
-the student and saved beside its weights as `projection_heads.safetensors`."""
+"""Projection heads P_w (word level, d_S -> d_T: onto the teacher's token states) and P_s (sentence
+level, d_S -> d_E: onto its sentence embedding; d_E = d_T unless the teacher's pipeline has a Dense
+module that changes the size): learned linear maps, part of the student and saved beside its weights as
+`projection_heads.safetensors`."""
 
 from __future__ import annotations
 
@@ -17,12 +19,13 @@ HEADS_SEED = 0  # seed of freshly created heads: the same student directory alwa
 
 
 class ProjectionHeads(nn.Module):
-    """`word` = P_w and `sentence` = P_s, each a linear map nn.Linear(d_student, d_teacher, bias=False)."""
+    """`word` = P_w, nn.Linear(d_student, d_teacher, bias=False), and `sentence` = P_s,
+    nn.Linear(d_student, d_sentence, bias=False); d_sentence None = d_teacher."""
 
-    def __init__(self, d_student: int, d_teacher: int) -> None:
+    def __init__(self, d_student: int, d_teacher: int, d_sentence: int | None = None) -> None:
         super().__init__()
         self.word = nn.Linear(d_student, d_teacher, bias=False)
-        self.sentence = nn.Linear(d_student, d_teacher, bias=False)
+        self.sentence = nn.Linear(d_student, d_teacher if d_sentence is None else d_sentence, bias=False)
 
     @property
     def d_student(self) -> int:
@@ -30,7 +33,13 @@ class ProjectionHeads(nn.Module):
 
     @property
     def d_teacher(self) -> int:
+        """d_T, P_w's output size."""
         return self.word.out_features
+
+    @property
+    def d_sentence(self) -> int:
+        """d_E, P_s's output size."""
+        return self.sentence.out_features
 
     def save(self, directory: str | Path) -> Path:
         """Write the heads to `directory`/projection_heads.safetensors (float32 on CPU); returns the file."""
@@ -47,10 +56,11 @@ class ProjectionHeads(nn.Module):
             tensors = load_file(str(path))
         except (OSError, SafetensorError) as err:
             raise MMKDError(f"{path}: cannot read projection heads: {err}") from err
-        if "word.weight" not in tensors or tensors["word.weight"].dim() != 2:
-            raise MMKDError(f"{path}: no 2-d tensor 'word.weight'")
+        for name in ("word.weight", "sentence.weight"):
+            if name not in tensors or tensors[name].dim() != 2:
+                raise MMKDError(f"{path}: no 2-d tensor {name!r}")
         d_teacher, d_student = tensors["word.weight"].shape
-        heads = cls(d_student, d_teacher)
+        heads = cls(d_student, d_teacher, tensors["sentence.weight"].shape[0])
         expected = {name: tuple(tensor.shape) for name, tensor in heads.state_dict().items()}
         found = {name: tuple(tensor.shape) for name, tensor in tensors.items()}
         if found != expected:
@@ -59,8 +69,10 @@ class ProjectionHeads(nn.Module):
         return heads
 
 
-def create_projection_heads(d_student: int, d_teacher: int, seed: int = HEADS_SEED) -> ProjectionHeads:
-    """Fresh heads, initialised (nn.Linear's default) from `seed` without touching the global RNG."""
+def create_projection_heads(d_student: int, d_teacher: int, seed: int = HEADS_SEED,
+                            d_sentence: int | None = None) -> ProjectionHeads:
+    """Fresh heads (P_s to d_sentence, None = d_teacher), initialised (nn.Linear's default) from `seed`
+    without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return ProjectionHeads(d_student, d_teacher)
+        return ProjectionHeads(d_student, d_teacher, d_sentence)

@@ -20,7 +20,8 @@ is the student as it is, its own tokenizer and vocabulary included; only step 4 
 3b. With parallel pairs (the default of the command: the corpus train split), every row not copied is
    refitted so that a translation's mean input embedding matches its English sentence's
    (`mmkd.models.parallel_embeddings`; `--embedding-init subwords` keeps the sub-token means).
-4. Projection heads P_w, P_s (d_S -> d_T of the teacher): fitted by least squares on English sentences
+4. Projection heads P_w (d_S -> d_T, the teacher's token states) and P_s (d_S -> d_E, its sentence
+   embedding): fitted by least squares on English sentences
    of the corpus when they are given (`mmkd.models.head_fit`), else seeded random; saved with
    `MMKDStudent.save`.
 """
@@ -83,7 +84,8 @@ class InitStudentReport:
     embeddings: EmbeddingCounts | None  # None with keep_vocab: the source's own embeddings are kept
     transform_from_source: bool  # the MLM head's transform was copied (else initialised fresh)
     d_student: int
-    d_teacher: int
+    d_teacher: int  # d_T, P_w's output: the teacher's token states
+    d_sentence: int  # d_E, P_s's output: the teacher's sentence embedding
     source: dict[str, str]
     head_fit: HeadFitReport | None  # how P_s and P_w were fitted; None = seeded random heads
     parallel_fit: ParallelFitReport | None = None  # step 3b; None = sub-token means kept (no translations)
@@ -246,14 +248,15 @@ def make_student(texts: Iterable[str], source: str | None = None, teacher: str |
     """A new student (in memory, eval mode). `source` = encoder whose layers are copied into a vocabulary
     trained on `texts` (default: the teacher), or with `keep_vocab` the masked LM kept whole with its own
     tokenizer (`texts` unused); `teacher` = teacher path or hub name (default: the packaged
-    all-MiniLM-L6-v2), which sets d_T. With `english` sentences, the projection heads are fitted on them
-    against the teacher (see mmkd.models.head_fit); without, they are seeded random. With `translations`
-    (translations[i] of english[i]; a new vocabulary only), the word embeddings the source does not give
-    are fitted on those pairs (mmkd.models.parallel_embeddings). `progress` shows progress bars for the
-    vocabulary training and the head fit. Raises MMKDError when translations and english differ in length
-    or come with keep_vocab."""
+    all-MiniLM-L6-v2), which sets d_T (P_w) and d_E (P_s). With `english` sentences, the projection
+    heads are fitted on them against the teacher (see mmkd.models.head_fit); without, they are seeded
+    random. With `translations` (translations[i] of english[i]; a new vocabulary only), the word
+    embeddings the source does not give are fitted on those pairs (mmkd.models.parallel_embeddings).
+    `progress` shows progress bars for the vocabulary training and the head fit. Raises MMKDError when
+    translations and english differ in length or come with keep_vocab."""
     teacher_model = load_teacher(teacher)
-    d_teacher, teacher_sha256 = teacher_model.hidden_size, teacher_model.weights_sha256
+    d_teacher, d_sentence = teacher_model.hidden_size, teacher_model.sentence_size
+    teacher_sha256 = teacher_model.weights_sha256
     teacher_directory = Path(teacher_model.name) if teacher is None else model_dir(teacher, "teacher")
     if keep_vocab and source is None:
         raise MMKDError("init-student --keep-vocab: name the student model to keep with --source")
@@ -277,12 +280,12 @@ def make_student(texts: Iterable[str], source: str | None = None, teacher: str |
         source_name, source_sha256 = str(teacher_directory if teacher is None else teacher), teacher_sha256
     else:
         source_name, source_sha256 = source, weights_sha256(source_directory)
-    heads = create_projection_heads(mlm.config.hidden_size, d_teacher, seed)
+    heads = create_projection_heads(mlm.config.hidden_size, d_teacher, seed, d_sentence)
     student = MMKDStudent(mlm, heads, tokenizer, {"name": source_name, "weights_sha256": source_sha256})
     head_fit = fit_projection_heads(student, teacher_model, english, seed=seed, progress=progress) if english else None
     report = InitStudentReport(vocab_size=len(tokenizer), vocab_seconds=vocab_seconds, embeddings=counts,
                                transform_from_source=transform_from_source, d_student=student.d_student,
-                               d_teacher=d_teacher, source=student.source, head_fit=head_fit,
+                               d_teacher=d_teacher, d_sentence=d_sentence, source=student.source, head_fit=head_fit,
                                parallel_fit=parallel_fit)
     return student.eval(), report
 

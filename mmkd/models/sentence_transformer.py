@@ -1,6 +1,6 @@
 """The student as a sentence-transformers model: the embedding MMKD trains and evaluates, as users load it.
 
-    Transformer (the student's encoder) -> Pooling (mean) -> Dense (P_s, no bias, identity)
+    Transformer (the student's encoder) -> Pooling (mean) -> Dense (P_s: d_S -> d_E, no bias, identity)
     [-> Normalize, when the teacher's own pipeline ends with Normalize]
 
 Its output is P_s(mean_pool(last-layer states)), the sentence embedding SentA trains towards the
@@ -56,7 +56,7 @@ def save_sentence_transformer(student: MMKDStudent, st_dir: str | Path, max_leng
     student.tokenizer.save_pretrained(directory)
     model_kwargs = encoder_model_kwargs(student)
     encoder = Transformer(str(directory), max_seq_length=max_length, model_kwargs=model_kwargs)
-    projection = Dense(student.d_student, student.d_teacher, bias=False, activation_function=nn.Identity(),
+    projection = Dense(student.d_student, student.d_sentence, bias=False, activation_function=nn.Identity(),
                        init_weight=student.heads.sentence.weight.detach().float().cpu().clone())
     modules = [encoder, Pooling(student.d_student, pooling_mode="mean"), projection]
     model = SentenceTransformer(modules=modules + [Normalize()] if normalize else modules, device="cpu")

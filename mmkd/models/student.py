@@ -2,7 +2,7 @@
 
 A student directory is a normal Hugging Face model directory (config.json, model.safetensors,
 tokenizer files), loadable with AutoModelForMaskedLM / AutoTokenizer, plus
-`projection_heads.safetensors` (P_w, P_s) and `mmkd_student.json` (d_student, d_teacher, source).
+`projection_heads.safetensors` (P_w, P_s) and `mmkd_student.json` (d_student, d_teacher, d_sentence, source).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ MASKED_LM_HEADS = ("cls", "lm_head", "predictions")  # transformers' attribute n
 
 
 class MMKDStudent(nn.Module):
-    """`mlm` (a transformers *ForMaskedLM), `heads` (P_w, P_s: d_S -> d_T) and `tokenizer` (fast).
+    """`mlm` (a transformers *ForMaskedLM), `heads` (P_w: d_S -> d_T, P_s: d_S -> d_E) and `tokenizer` (fast).
 
     `source` identifies the model the student was made from: {"name": ..., "weights_sha256": ...}.
     """
@@ -48,7 +48,13 @@ class MMKDStudent(nn.Module):
 
     @property
     def d_teacher(self) -> int:
+        """d_T, the teacher's token-state size (P_w's output)."""
         return self.heads.d_teacher
+
+    @property
+    def d_sentence(self) -> int:
+        """d_E, the teacher's sentence-embedding size (P_s's output)."""
+        return self.heads.d_sentence
 
     @property
     def uses_token_type_ids(self) -> bool:
@@ -80,7 +86,7 @@ class MMKDStudent(nn.Module):
         return self.mlm.base_model(**inputs).last_hidden_state
 
     def sentence_embedding(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """P_s(mean_pool(last-layer states)) (B, d_T): the student's sentence embedding in the teacher's space,
+        """P_s(mean_pool(last-layer states)) (B, d_E): the student's sentence embedding in the teacher's space,
         the one SentA trains (method section 3) and the export's Dense module applies."""
         return self.heads.sentence(mean_pool(self.hidden_states(input_ids, attention_mask), attention_mask))
 
@@ -118,7 +124,8 @@ class MMKDStudent(nn.Module):
         self.mlm.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         self.heads.save(directory)
-        description = {"d_student": self.d_student, "d_teacher": self.d_teacher, "source": self.source}
+        description = {"d_student": self.d_student, "d_teacher": self.d_teacher, "d_sentence": self.d_sentence,
+                       "source": self.source}
         (directory / STUDENT_FILE).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
         return directory
 
@@ -145,28 +152,34 @@ def load_student_mlm(directory: Path) -> PreTrainedModel:
         raise MMKDError(f"student {directory}: no masked-LM model for this config: {err}") from err
 
 
-def load_student(path_or_name: str | Path, teacher_hidden_size: int | None = None) -> MMKDStudent:
+def load_student(path_or_name: str | Path, teacher_hidden_size: int | None = None,
+                 teacher_sentence_size: int | None = None) -> MMKDStudent:
     """Load a student directory, or make a student of any masked-LM model (path or hub name).
 
+    teacher_hidden_size: d_T (P_w's output); teacher_sentence_size: d_E (P_s's output), None = d_T.
     Heads come from `projection_heads.safetensors` when the directory has it (and must then map to
-    `teacher_hidden_size` when that is given); otherwise they are created with a fixed seed, which
-    needs `teacher_hidden_size` (d_T).
+    those sizes when `teacher_hidden_size` is given: MMKDError otherwise); else they are created with a
+    fixed seed, which needs `teacher_hidden_size`.
     """
     directory = model_dir(path_or_name, "student")
     mlm = load_student_mlm(directory)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     if not tokenizer.is_fast:
         raise MMKDError(f"student {directory}: no fast tokenizer (tokenizer.json), needed for offsets")
+    sentence_size = teacher_hidden_size if teacher_sentence_size is None else teacher_sentence_size
     if (directory / HEADS_FILE).is_file():
         heads = ProjectionHeads.load(directory)
-        if teacher_hidden_size is not None and heads.d_teacher != teacher_hidden_size:
-            raise MMKDError(f"{directory / HEADS_FILE}: heads map to d_T = {heads.d_teacher}, the teacher "
-                            f"has {teacher_hidden_size}")
+        if teacher_hidden_size is not None and (heads.d_teacher, heads.d_sentence) != (teacher_hidden_size,
+                                                                                       sentence_size):
+            raise MMKDError(f"{directory / HEADS_FILE}: heads map to d_T = {heads.d_teacher} (P_w) and d_E = "
+                            f"{heads.d_sentence} (P_s), the teacher has token states of {teacher_hidden_size} and "
+                            f"sentence embeddings of {sentence_size}; make the student with this teacher "
+                            f"(mmkd init-student --teacher ...)")
     elif teacher_hidden_size is None:
         raise MMKDError(f"student {directory}: no {HEADS_FILE}; the teacher's hidden size is needed to "
                         f"create them")
     else:
-        heads = create_projection_heads(mlm.config.hidden_size, teacher_hidden_size)
+        heads = create_projection_heads(mlm.config.hidden_size, teacher_hidden_size, d_sentence=sentence_size)
     description = read_student_file(directory)
     source = (description["source"] if description is not None
               else {"name": str(path_or_name), "weights_sha256": weights_sha256(directory)})

@@ -9,6 +9,11 @@ when the pipeline has a default prompt, of the prompt followed by x (sentence-tr
 and pools that itself). That is the embedding the teacher was trained to produce, whatever layer the
 word-level objectives read. `sentence_pipeline_sha256` fingerprints everything after the Transformer
 (the teacher cache checks it).
+
+The teacher has two sizes: d_T, its Transformer's hidden size (the token states, what XWCL and token
+StrucA compare against, P_w: d_S -> d_T), and d_E, its sentence embedding's (what SentA compares
+against, P_s: d_S -> d_E). They are equal unless a Dense module changes the size (the distiluse layout:
+768 -> Dense -> 512).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ class TeacherOutputs:
     """Teacher states for a batch of x, in the teacher's own encoding ([CLS] at position 0)."""
 
     token_states: Tensor  # (B, L_t, d_T) float32, hidden-state layer `Teacher.layer`
-    sentence_embedding: Tensor  # (B, d_T) float32, the sentence-transformers pipeline's embedding
+    sentence_embedding: Tensor  # (B, d_E) float32, the sentence-transformers pipeline's embedding
     attention_mask: Tensor  # (B, L_t)
 
 
@@ -65,8 +70,13 @@ class Teacher:
 
     @property
     def hidden_size(self) -> int:
-        """d_T."""
+        """d_T: the token states' size (the Transformer module's hidden size)."""
         return self.encoder.config.hidden_size
+
+    @property
+    def sentence_size(self) -> int:
+        """d_E: the sentence embedding's size (the pipeline's output; d_T unless a Dense module changes it)."""
+        return self.model.get_embedding_dimension()
 
     @property
     def normalize(self) -> bool:
@@ -175,8 +185,8 @@ def sentence_pipeline(directory: Path, role: str = "teacher") -> SentenceTransfo
 def load_teacher(name_or_path: str | None = None, layer: int = -1) -> Teacher:
     """Load a frozen teacher from a model directory or hub name; None = packaged all-MiniLM-L6-v2.
 
-    Raises MMKDError for a layer out of range, a tokenizer without offsets (not fast), or a sentence
-    embedding whose size differs from the token states' (the heads map d_S to one d_T).
+    Raises MMKDError for a layer out of range, a tokenizer without offsets (not fast), or a pipeline
+    whose sentence embedding size sentence-transformers cannot tell.
     """
     directory, sha256 = teacher_files(name_or_path)
     pipeline = sentence_pipeline(directory)
@@ -188,9 +198,7 @@ def load_teacher(name_or_path: str | None = None, layer: int = -1) -> Teacher:
     teacher = Teacher(model=pipeline, tokenizer=tokenizer, prompt=prompt or None, layer=layer,
                       weights_sha256=sha256, name=name)
     hidden_layer_index(layer, teacher.encoder.config.num_hidden_layers)
-    sentence_size = pipeline.get_embedding_dimension()
-    if sentence_size != teacher.hidden_size:
-        raise MMKDError(f"teacher {directory}: its sentence embedding has {sentence_size} dimensions, its token "
-                        f"states {teacher.hidden_size}; the projection heads need one d_T (a Dense module that "
-                        "changes the size is not supported)")
+    if not isinstance(pipeline.get_embedding_dimension(), int):
+        raise MMKDError(f"teacher {directory}: sentence-transformers cannot tell its sentence embedding's size "
+                        f"(modules {[type(module).__name__ for module in pipeline]}); P_s needs it")
     return teacher

@@ -120,7 +120,8 @@ def cross_lingual_struca_loss(student_y: Tensor, student_x: Tensor, teacher_x: T
     """Sentence StrucA across languages (this project's variant; config struct_sent_mode=cross_lingual).
 
     student_y, student_x: the student's projected sentence embeddings P_s e^S(y_b), P_s e^S(x_b)
-    (B, d_T); teacher_x: e^T(x_b) (B, d_T). Over every column j, the diagonal included:
+    (B, d_E); teacher_x: e^T(x_b) (B, d_E), the teacher's sentence embedding. Over every column j, the
+    diagonal included:
         A^S_ij = cos(P_s e^S(y_i), P_s e^S(x_j)) / tau,   A^T_ij = cos(e^T(x_i), e^T(x_j)) / tau
         L = 1/2 [ mean_i D(A^T_i., A^S_i.) + mean_j D(A^T_.j, A^S_.j) ]
     with D the StrucA row loss of `form` (KL of the softmaxes, or 1 - pearson). The teacher's row i
@@ -132,7 +133,7 @@ def cross_lingual_struca_loss(student_y: Tensor, student_x: Tensor, teacher_x: T
     for batch-sized B. Computed in fp32 (fp64 kept); the teacher gets no gradient.
     """
     if not student_y.shape == student_x.shape == teacher_x.shape or teacher_x.dim() != 2:
-        raise ValueError(f"cross_lingual_struca_loss: expected three (B, d_T) tensors, got {tuple(student_y.shape)}, "
+        raise ValueError(f"cross_lingual_struca_loss: expected three (B, d_E) tensors, got {tuple(student_y.shape)}, "
                          f"{tuple(student_x.shape)}, {tuple(teacher_x.shape)}")
     if form not in FORMS:
         raise ValueError(f"cross_lingual_struca_loss: form must be one of {FORMS}, got {form!r}")

@@ -211,7 +211,7 @@ def build_shard(teacher: Any, sentences: Sequence[str], shard: int, shard_size: 
     bounds[1:] = np.cumsum(kept.sum(dim=1).numpy())
     tokens = create_array(shard_array_path(root, shard, "tokens"), (int(bounds[-1]), teacher.hidden_size),
                           identity["dtype"])
-    sentence = np.empty((len(texts), teacher.hidden_size), dtype=identity["dtype"])
+    sentence = np.empty((len(texts), teacher.sentence_size), dtype=identity["dtype"])
     device = next(teacher.model.parameters()).device
     for batch in torch.argsort(lengths, descending=True, stable=True).split(batch_size):
         width = int(lengths[batch].max())

@@ -21,7 +21,10 @@ TOKEN_DTYPE = "float16"  # token states and sentence embeddings
 # Fields a cache must share with the current teacher/corpus; the others (teacher name, split name,
 # corpus path, shard size) are recorded for information and layout only.
 CHECKED_FIELDS = ("format", "weights_sha256", "tokenizer_sha256", "layer", "sentence_pipeline_sha256",
-                  "max_length", "dtype", "hidden_size", "num_examples", "corpus_sha256")
+                  "max_length", "dtype", "hidden_size", "sentence_size", "num_examples", "corpus_sha256")
+# Fields added within a format, and the field whose value they have in a record written before them:
+# such caches were built only for teachers whose sentence embedding has the token states' size.
+ADDED_FIELDS = {"sentence_size": "hidden_size"}
 
 
 def tokenizer_sha256(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -88,7 +91,8 @@ def cache_identity(teacher: Any, texts: Sequence[str], max_length: int, *, split
         "sentence_pipeline_sha256": teacher.sentence_pipeline_sha256(),  # pooling, Dense, Normalize, prompt
         "max_length": int(max_length),
         "dtype": TOKEN_DTYPE,
-        "hidden_size": int(teacher.hidden_size),
+        "hidden_size": int(teacher.hidden_size),  # d_T: token states
+        "sentence_size": int(teacher.sentence_size),  # d_E: sentence embeddings
         "num_examples": len(texts),
         "corpus_sha256": src_fingerprint(texts),
         "split": split,
@@ -96,8 +100,16 @@ def cache_identity(teacher: Any, texts: Sequence[str], max_length: int, *, split
     }
 
 
+def recorded(stored: Mapping[str, Any], field: str) -> Any:
+    """The value of `field` in a manifest or shard identity; for a field the record predates, the value
+    it implies (ADDED_FIELDS); None when absent."""
+    if field not in stored and field in ADDED_FIELDS:
+        return stored.get(ADDED_FIELDS[field])
+    return stored.get(field)
+
+
 def identity_mismatch(stored: Mapping[str, Any], current: Mapping[str, Any],
                       fields: Sequence[str] = CHECKED_FIELDS) -> list[str]:
     """One "field: cache X, now Y" line per field of `fields` that differs."""
-    return [f"{field}: cache {stored.get(field)!r}, now {current[field]!r}"
-            for field in fields if stored.get(field) != current[field]]
+    return [f"{field}: cache {recorded(stored, field)!r}, now {current[field]!r}"
+            for field in fields if recorded(stored, field) != current[field]]

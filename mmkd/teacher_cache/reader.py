@@ -13,7 +13,7 @@ from torch import Tensor
 
 from mmkd.errors import MMKDError
 from mmkd.models.teacher import TeacherOutputs
-from mmkd.teacher_cache.identity import FORMAT_VERSION, cache_identity, identity_mismatch, split_identity
+from mmkd.teacher_cache.identity import FORMAT_VERSION, cache_identity, identity_mismatch, recorded, split_identity
 from mmkd.teacher_cache.store import MANIFEST, SHARD_ARRAYS, load_json, open_array, verify_checksum
 
 
@@ -47,7 +47,8 @@ class TeacherCache:
             raise MMKDError(f"{manifest_path}: teacher cache format {self.manifest.get('format')}, this version reads "
                             f"{FORMAT_VERSION}; rebuild it with `mmkd cache-teacher` into a new --out")
         self.shard_size = int(self.manifest["shard_size"])
-        self.hidden_size = int(self.manifest["hidden_size"])
+        self.hidden_size = int(self.manifest["hidden_size"])  # d_T
+        self.sentence_size = int(recorded(self.manifest, "sentence_size"))  # d_E
         self.max_length = int(self.manifest["max_length"])
         self._map_files()
 
@@ -98,7 +99,7 @@ class TeacherCache:
         batch["teacher_token_mask"] (B, L_t) the positions training reads.
 
         token_states (B, L_t, d_T) holds the cached states at those positions and zeros elsewhere;
-        sentence_embedding is (B, d_T); attention_mask is batch["teacher_attention_mask"].
+        sentence_embedding is (B, d_E); attention_mask is batch["teacher_attention_mask"].
         """
         rows = torch.as_tensor(batch["index"], dtype=torch.long).reshape(-1).tolist()
         token_mask = batch["teacher_token_mask"]
@@ -112,7 +113,7 @@ class TeacherCache:
             raise MMKDError(f"teacher cache {self.root}: rows {stale[:5]} have another number of teacher tokens "
                             f"than the batch: it was not tokenised with max_length {self.max_length} like the cache")
         flat = np.empty((sum(counts), self.hidden_size), dtype=np.float16)
-        sentence = np.empty((len(rows), self.hidden_size), dtype=np.float16)
+        sentence = np.empty((len(rows), self.sentence_size), dtype=np.float16)
         at = 0
         for b, (shard, local, start, stop) in enumerate(spans):
             flat[at:at + stop - start] = shard.arrays["tokens"][start:stop]
@@ -124,8 +125,8 @@ class TeacherCache:
                               attention_mask=batch["teacher_attention_mask"])
 
     def sentence_embeddings(self, rows: Sequence[int]) -> Tensor:
-        """The teacher's sentence embeddings (len(rows), d_T) float16 of split rows `rows` (SentA's targets)."""
-        embeddings = np.empty((len(rows), self.hidden_size), dtype=np.float16)
+        """The teacher's sentence embeddings (len(rows), d_E) float16 of split rows `rows` (SentA's targets)."""
+        embeddings = np.empty((len(rows), self.sentence_size), dtype=np.float16)
         for i, row in enumerate(rows):
             shard, local, _, _ = self._span(int(self.index[row]))
             embeddings[i] = shard.arrays["sentence"][local]
@@ -147,7 +148,8 @@ class TeacherCache:
         record = load_json(record_path)
         arrays = {name: open_array(self.root, record["arrays"][name]) for name in SHARD_ARRAYS}
         count, tokens = record["stop"] - record["start"], record["tokens"]
-        expected = {"tokens": (tokens, self.hidden_size), "bounds": (count + 1,), "sentence": (count, self.hidden_size)}
+        expected = {"tokens": (tokens, self.hidden_size), "bounds": (count + 1,),
+                    "sentence": (count, self.sentence_size)}
         wrong = [name for name in SHARD_ARRAYS if arrays[name].shape != expected[name]]
         if wrong or any(record[key] != entry[key] for key in ("start", "stop", "tokens")):
             raise MMKDError(f"{record_path}: does not match {self.root / MANIFEST} (arrays {wrong or 'fine'}, "

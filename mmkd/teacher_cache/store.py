@@ -6,7 +6,8 @@ in the split) grouped into shards of `shard_size` consecutive ids:
                                                   tokens training reads (teacher_token_mask: not special,
                                                   not [UNK], not padding), in position order
     shard-KKKKK.bounds.npy    int64 (n_K + 1,)    sentence j of the shard owns rows bounds[j]:bounds[j+1]
-    shard-KKKKK.sentence.npy  float16 (n_K, d_T)  sentence embeddings
+    shard-KKKKK.sentence.npy  float16 (n_K, d_E)  sentence embeddings (d_E: the teacher's sentence
+                                                  embedding size, d_T unless a Dense module changes it)
     shard-KKKKK.json          written last: sentence range, identity, {file, sha256, shape, dtype} per array
     index.npy                 int64 (num_examples,)  row of the split -> sentence id
     manifest.json             written last of all (rank 0): identity, totals, shards, index checksum
