@@ -183,6 +183,17 @@ def compute_dtype(ds_config: dict[str, Any]) -> torch.dtype:
     return torch.float32
 
 
+def emulated_bf16_warning(dtype: torch.dtype, device: torch.device) -> str | None:
+    """A warning when bf16 matrix multiplies run on a CPU without native bf16 (no AVX512-BF16 or AMX:
+    oneDNN refuses them and torch falls back to a scalar GEMM, measured ~50x slower than fp32 on an
+    AVX2 EPYC); None otherwise. torch.ops.mkldnn._is_mkldnn_bf16_supported is the test torch itself uses."""
+    if dtype != torch.bfloat16 or device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return None
+    return (f"this CPU has no native bf16 matrix multiply (torch sees {torch.backends.cpu.get_cpu_capability()}): "
+            "bf16 runs many times slower than fp32 here; use an fp32 DeepSpeed config (cpu_fp32_zero2, "
+            "cpu_fp32_zero2_micro16)")
+
+
 def build_student(path: str, teacher_hidden_size: int, ds_config: dict[str, Any],
                   teacher_sentence_size: int | None = None) -> MMKDStudent:
     """Load the student (MMKDStudent with its heads: load_student's sizes, d_T and d_E); under ZeRO-3

@@ -39,6 +39,7 @@ from mmkd.engine import (
     build_engine,
     build_student,
     compute_dtype,
+    emulated_bf16_warning,
     init_distributed,
     load_ds_config,
     parameter_count,
@@ -303,8 +304,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
               f"teacher {'live' if cache is None else 'cached'}, compute dtype {str(dtype).removeprefix('torch.')} "
               f"(ZeRO stage {engine.zero_optimization_stage()}), peak {peak:.2f} TFLOP/s per device", flush=True)
         print(f"mmkd train: {global_batch_note(run.ds_config, micro * accumulation * world)}", flush=True)
-        for warning in schedule_warnings(run.ds_config, total_steps):
-            print(f"mmkd train: {warning}", flush=True)
+        for warning in [*schedule_warnings(run.ds_config, total_steps), emulated_bf16_warning(dtype, engine.device)]:
+            if warning:
+                print(f"mmkd train: warning: {warning}", flush=True)
 
     loop, tag = {"step": 0, "epoch": 0, "consumed": 0}, None  # tag: the newest checkpoint of this run
     if cfg.resume or cfg.resume_from is not None:

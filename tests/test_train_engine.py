@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from mmkd.engine import build_optimizer, load_ds_config, with_run_values
+from mmkd.engine import build_optimizer, emulated_bf16_warning, load_ds_config, with_run_values
 from mmkd.errors import MMKDError
 
 
@@ -88,3 +88,14 @@ def test_bf16_is_refused_on_a_device_without_it(tmp_path, monkeypatch):
     with pytest.raises(MMKDError, match=r"bf16\.json: bf16 is not supported on this cpu device; use "
                                         r"ds_configs/gpu_fp16_zero1\.json \(fp16\)"):
         load_ds_config(path)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch, native):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    warning = emulated_bf16_warning(torch.bfloat16, torch.device("cpu"))
+    assert (warning is None) == native
+    if not native:
+        assert "no native bf16 matrix multiply" in warning and "cpu_fp32_zero2" in warning
+    assert emulated_bf16_warning(torch.float32, torch.device("cpu")) is None
+    assert emulated_bf16_warning(torch.bfloat16, torch.device("meta")) is None
