@@ -18,7 +18,8 @@ retrieval both ways on the test split and on the out-of-domain set (--ood, defau
 languages the source lacks are left out of its means), per language and high/low-resource means, and
 the zero-shot catalog transfer check (`mmkd eval catalog`; fine-tuned on English, mean accuracy over
 the other languages). Writes OUT/results.json and OUT/table.md and prints the table. A finished arm
-(OUT/<arm>/summary.json) is reused, so a rerun only evaluates; delete it to train again.
+(OUT/<arm>/summary.json) is reused, so a rerun only evaluates; delete it to train again. So are the
+retrieval results (OUT/retrieval.json) and each model's transfer check (OUT/transfer/<model>.json).
 """
 
 from __future__ import annotations
@@ -120,6 +121,17 @@ def arm(name: str, train_fn, args: argparse.Namespace) -> dict:
     return summary
 
 
+def cached(file: Path, compute):
+    """The JSON in `file` when an earlier run wrote it, else compute() written there."""
+    if file.is_file():
+        print(f"[bench] reusing {file}", flush=True)
+        return json.loads(file.read_text())
+    value = compute()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    return value
+
+
 def means(report: dict, model: str, langs: list[str] | None = None) -> dict[str, dict[str, float]]:
     """{"all"|"high"|"low": {direction: percent}} over the report's languages (or `langs`)."""
     chosen = {lang: r for lang, r in report["languages"].items() if langs is None or lang in langs}
@@ -179,11 +191,13 @@ def main() -> int:
     max_length = recipe_config(args).max_length
     models = {"teacher": "teacher", "before": str(Path(args.run) / "student"),
               **{name: summary["model"] for name, summary in arms.items()}}
-    retrieval = {name: evaluate_retrieval(corpus, models, pool=args.pool, seed=args.seed, max_length=max_length,
-                                          out_of_domain=source)
-                 for name, source in (("test", None), ("out_of_domain", args.ood))}
+    retrieval = cached(out / "retrieval.json", lambda: {
+        name: evaluate_retrieval(corpus, models, pool=args.pool, seed=args.seed, max_length=max_length,
+                                 out_of_domain=source)
+        for name, source in (("test", None), ("out_of_domain", args.ood))})
     transfer = {} if args.skip_transfer else {
-        name: catalog_transfer(corpus, model, seed=args.seed)
+        name: cached(out / "transfer" / f"{name}.json",
+                     lambda model=model: catalog_transfer(corpus, model, seed=args.seed))
         for name, model in (("teacher", "teacher"), *((n, s["hf_model"]) for n, s in arms.items()))}
     results = {"arms": arms, "minutes": args.minutes, "recipe": args.recipe, "retrieval": retrieval,
                "transfer": transfer, "command": " ".join(sys.argv)}
