@@ -222,29 +222,26 @@ def _text(example: Mapping[str, Any], name: str, template: SpecialTemplate, keep
     """A piece of an encoding: the `keep` tokens truncation leaves of an example's text `name` (the
     columns hold a single text's share, cut the same way, so cutting them again gives the same tokens)."""
     ids, offsets = template.cut(example[f"{name}_ids"], keep), template.cut(example[f"{name}_offsets"], keep)
-    return list(ids), [list(span) for span in offsets], 0, sequence
+    return list(ids), list(offsets), 0, sequence
 
 
 def _padded(rows: Sequence[Sequence[tuple[list[int], list[list[int]], int, int]]], pad_id: int) -> BatchEncoding:
     """Right-padded tensors of encodings given as pieces (see `_special`, `_text`); padding is special,
-    masked out, spans (0, 0), sequence id NO_SPAN."""
-    width = max((sum(len(piece[0]) for piece in row) for row in rows), default=0)
-    batch = len(rows)
-    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((batch, width), dtype=torch.long)
-    special = torch.ones((batch, width), dtype=torch.long)
-    offsets = torch.zeros((batch, width, 2), dtype=torch.long)
-    sequence_ids = torch.full((batch, width), NO_SPAN, dtype=torch.long)
-    for b, row in enumerate(rows):
-        at = 0
-        for ids, spans, is_special, sequence in row:
-            stop = at + len(ids)
-            if ids:
-                input_ids[b, at:stop] = torch.tensor(ids, dtype=torch.long)
-                offsets[b, at:stop] = torch.tensor(spans, dtype=torch.long).reshape(len(ids), 2)
-            special[b, at:stop] = is_special
-            sequence_ids[b, at:stop] = sequence
-            at = stop
-        attention_mask[b, :at] = 1
-    return BatchEncoding({"input_ids": input_ids, "attention_mask": attention_mask, "special_tokens_mask": special,
-                          "offset_mapping": offsets, "sequence_ids": sequence_ids})
+    masked out, spans (0, 0), sequence id NO_SPAN. Rows are joined as Python lists, one tensor made per key."""
+    joined = [[list(chain.from_iterable(piece[part] for piece in row)) for part in (0, 1)]
+              + [list(chain.from_iterable([piece[part]] * len(piece[0]) for piece in row)) for part in (2, 3)]
+              for row in rows]
+    width = max((len(ids) for ids, *_ in joined), default=0)
+
+    def padded(part: int, value: Any) -> torch.Tensor:
+        return torch.tensor([row[part] + [value] * (width - len(row[part])) for row in joined], dtype=torch.long)
+
+    input_ids = padded(0, pad_id).reshape(len(rows), width)
+    return BatchEncoding({
+        "input_ids": input_ids,
+        "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, *_ in joined],
+                                       dtype=torch.long).reshape(input_ids.shape),
+        "special_tokens_mask": padded(2, 1).reshape(input_ids.shape),
+        "offset_mapping": padded(1, [0, 0]).reshape(*input_ids.shape, 2),
+        "sequence_ids": padded(3, NO_SPAN).reshape(input_ids.shape),
+    })
