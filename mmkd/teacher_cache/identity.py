@@ -22,7 +22,7 @@ TOKEN_DTYPE = "float16"  # token states and sentence embeddings
 # corpus path, shard size) are recorded for information and layout only.
 CORPUS_FIELDS = ("num_examples", "corpus_sha256")  # the corpus split's part of CHECKED_FIELDS
 CHECKED_FIELDS = ("format", "weights_sha256", "tokenizer_sha256", "layer", "sentence_pipeline_sha256",
-                  "max_length", "dtype", "hidden_size", "num_examples", "corpus_sha256")
+                  "max_length", "dtype", "hidden_size", *CORPUS_FIELDS)
 
 
 def tokenizer_sha256(tokenizer: PreTrainedTokenizerBase) -> str:
