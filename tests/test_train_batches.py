@@ -1,6 +1,6 @@
-"""Training micro-batches (mmkd.train.micro_batches) from a pre-tokenised split: collated in DataLoader
-workers they equal those collated in the training process, with the teacher cache's lookup and the
-masking done in the workers, and a run resumed from the loop position gets exactly the batches left."""
+"""Training micro-batches (mmkd.train.micro_batches) from a pre-tokenised split: collated (assembly,
+masking, matching) in DataLoader workers they equal those collated in the training process, no
+tokenizer is called, and a run resumed from the loop position gets exactly the batches left."""
 
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ PAIRS = [{"src": " ".join(WORDS[(i + k) % len(WORDS)] for k in range(2 + i % 7))
 
 
 class RowsInWorkers:
-    """The collator plus each batch's worker id, standing in for CachedTeacherCollator's lookup (which
-    runs where the collator runs); tokenising in the collating process fails the test."""
+    """The collator plus the id of the worker that collated the batch (-1: the training process)."""
 
     def __init__(self, collator: MMKDCollator) -> None:
         self.collator = collator
