@@ -27,13 +27,13 @@ from typing import Any
 import deepspeed.comm as dist
 import numpy as np
 import torch
+from datasets import DatasetDict
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mmkd import checkpointing, master_weights, monitoring
 from mmkd.corpus.schema import load_corpus
 from mmkd.data import LanguageSampler, MMKDCollator
-from mmkd.data.lengths import tlm_pair_lengths
 from mmkd.engine import (
     batch_geometry,
     build_engine,
@@ -185,7 +185,7 @@ class Setup:
     ds_config: dict[str, Any]  # with the run's values (engine.with_run_values)
     rank: int
     world: int
-    corpus: Any  # DatasetDict
+    corpus: Any  # DatasetDict; train and dev with their token columns (mmkd.data.token_columns)
     teacher: Any  # Teacher, on the CPU
     cache: Any  # TeacherCache of train, None = live teacher
     dev_cache: Any  # TeacherCache of dev, None = the teacher runs at evaluation
@@ -210,9 +210,11 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     corpus = load_corpus(cfg.corpus)
     teacher = load_teacher(cfg.teacher, layer=cfg.teacher_layer)
     cache = None if cfg.live_teacher else TeacherCache.open(
-        cfg.teacher_cache, teacher=teacher, corpus_split=corpus["train"], max_length=cfg.max_length)
+        cfg.teacher_cache, teacher=teacher, corpus_split=corpus["train"], max_length=cfg.max_length,
+        corpus_dir=cfg.corpus)
     dev_cache = None if cfg.dev_teacher_cache is None else TeacherCache.open(
-        cfg.dev_teacher_cache, teacher=teacher, corpus_split=corpus["dev"], max_length=cfg.max_length)
+        cfg.dev_teacher_cache, teacher=teacher, corpus_split=corpus["dev"], max_length=cfg.max_length,
+        corpus_dir=cfg.corpus)
     steps_per_epoch = math.ceil(len(corpus["train"]) / world) // (micro * accumulation)
     if steps_per_epoch == 0:
         raise MMKDError(f"{cfg.corpus}: {len(corpus['train'])} training pairs do not fill one step of "
@@ -221,10 +223,11 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     ds_config = with_run_values(ds_config, tensorboard_dir=f"{cfg.output_dir}/tensorboard", total_steps=total_steps)
 
     student = build_student(cfg.student, teacher.hidden_size, ds_config, teacher.sentence_size)
-    lengths = None
-    if cfg.length_group_window > 0:
-        with rank_zero_first(rank):  # rank 0 writes the lengths' cache file, the others read it
-            lengths = tlm_pair_lengths(corpus["train"], student.tokenizer, cfg.max_length)
+    collator = MMKDCollator(student.tokenizer, teacher.tokenizer, cfg.max_length, cfg.mlm_probability, cfg.seed)
+    with rank_zero_first(rank):  # rank 0 tokenises and writes the token columns' cache files, the others read them
+        corpus = DatasetDict({**corpus, "train": collator.columns.of_split(corpus["train"]),
+                              "dev": collator.columns.of_split(corpus["dev"])})
+    lengths = collator.columns.pair_lengths(corpus["train"]) if cfg.length_group_window > 0 else None
     sampler = LanguageSampler(corpus["train"]["lang"], cfg.alpha, seed=cfg.seed, rank=rank, world_size=world,
                               lengths=lengths, group_size=micro * world, group_window=cfg.length_group_window)
     weights = LossWeights(**{TERM_WEIGHTS[name]: value for name, value in cfg.weights.items()})
@@ -233,7 +236,6 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
                     gather_sentence_rows=cfg.gather_sentence_rows, gather_token_rows=cfg.gather_token_rows,
                     struct_sent_mode=cfg.struct_sent_mode)
     terms = [name for name in TERM_WEIGHTS if cfg.weights[name] > 0]
-    collator = MMKDCollator(student.tokenizer, teacher.tokenizer, cfg.max_length, cfg.mlm_probability, cfg.seed)
     flops = MicroStepFlops(EncoderShape.of(student.mlm.config), teacher.hidden_size, loss, world,
                            EncoderShape.of(teacher.model.config) if cfg.live_teacher else None,
                            d_sentence=teacher.sentence_size)

@@ -268,6 +268,16 @@ def test_stale_cache_is_refused_naming_the_field(built, teacher, other_teacher, 
         open_cache(built, teacher, train, max_length)
 
 
+def test_another_corpus_is_refused_naming_both_corpus_directories(cache_copy, teacher, train, corpus_dir, tmp_path):
+    manifest = json.loads((cache_copy / "manifest.json").read_text())
+    (cache_copy / "manifest.json").write_text(json.dumps({**manifest, "corpus_path": str(corpus_dir)}))
+    other = Dataset.from_dict({"src": [*train["src"][:-1], "Network unreachable!"]})
+    with pytest.raises(MMKDError, match=rf"corpus: {tmp_path / 'other'}'s split is not the train split of "
+                                        rf"{corpus_dir} that the cache was built from"):
+        TeacherCache.open(cache_copy, teacher=teacher, corpus_split=other, max_length=MAX_LENGTH,
+                          corpus_dir=tmp_path / "other")
+
+
 def test_build_refuses_a_directory_holding_another_cache(cache_copy, teacher, train):
     before = sorted(p.name for p in cache_copy.iterdir())
     with pytest.raises(MMKDError, match="other inputs .*max_length: cache 16, now 20"):

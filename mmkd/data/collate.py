@@ -3,6 +3,8 @@
 From a list of pairs it builds the student's TLM input [CLS] x [SEP] y [SEP] (masked), the
 student's x and y alone (clean), the teacher's x, and the token matches between them:
 match_x and match_tlm_x by identical character spans in x, match_tlm_y by word alignment.
+The encodings are assembled from the examples' token columns (mmkd.data.token_columns), computed
+once per split by `collator.columns.of_split`; examples without them are tokenised here.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from mmkd.data.masking import mask_tokens
 from mmkd.data.seeding import seeded_generator
-from mmkd.data.span_matching import match_aligned, match_spans, special_tokens, token_spans
-from mmkd.data.tokenization import encode_texts
+from mmkd.data.span_matching import match_aligned, match_spans, sequence_ids, special_tokens, token_spans
+from mmkd.data.token_columns import TokenColumns
 from mmkd.errors import MMKDError
 
 
@@ -26,6 +28,8 @@ from mmkd.errors import MMKDError
 class MMKDCollator:
     """Turns examples {"src", "tgt", "lang", "alignment", "index"} into an MMKD batch.
 
+    Examples carrying their token columns (a split from `self.columns.of_split`) are not tokenised
+    again: the collator concatenates, truncates, pads and masks ids.
     Every encoding is truncated to `max_length` tokens (the pair longest-first) and right-padded to
     the longest in the batch. "Special" means the tokenizer's own special tokens and any id in its
     `all_special_ids` ([UNK] included): never masked, never matched, False in the token masks.
@@ -40,6 +44,7 @@ class MMKDCollator:
     mlm_probability: float = 0.15
     seed: int = 0
     epoch: int = field(default=0, init=False)
+    columns: TokenColumns = field(init=False)
 
     def __post_init__(self) -> None:
         for role, tokenizer in (("student", self.student_tokenizer), ("teacher", self.teacher_tokenizer)):
@@ -56,6 +61,7 @@ class MMKDCollator:
             raise MMKDError(f"max_length must be at least 5 ([CLS] x [SEP] y [SEP]), got {self.max_length}")
         if not 0.0 < self.mlm_probability < 1.0:
             raise MMKDError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        self.columns = TokenColumns(self.student_tokenizer, self.teacher_tokenizer, self.max_length)
 
     def set_epoch(self, epoch: int) -> None:
         """Use `epoch` in the masking seed of the batches collated from now on."""
@@ -63,15 +69,16 @@ class MMKDCollator:
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """The batch dict of docs/architecture.md, "Batches"."""
+        examples = self.columns.with_columns(examples)
         src = [example["src"] for example in examples]
         tgt = [example["tgt"] for example in examples]
         index = [int(example["index"]) for example in examples]
         alignments = [example["alignment"] for example in examples]
 
-        pair = encode_texts(self.student_tokenizer, src, tgt, max_length=self.max_length)
-        x = encode_texts(self.student_tokenizer, src, max_length=self.max_length)
-        y = encode_texts(self.student_tokenizer, tgt, max_length=self.max_length)
-        teacher = encode_texts(self.teacher_tokenizer, src, max_length=self.max_length)
+        pair = self.columns.pair(examples)
+        x = self.columns.single(examples, "x")
+        y = self.columns.single(examples, "y")
+        teacher = self.columns.single(examples, "teacher")
         student_special = self.student_tokenizer.all_special_ids
         teacher_special = self.teacher_tokenizer.all_special_ids
 
@@ -114,11 +121,9 @@ def _segment_ids(pair: BatchEncoding) -> Tensor:
 
     With an empty y, the final [SEP] (the last non-padding token) starts segment 1.
     """
-    batch, length = pair["input_ids"].shape
+    length = pair["input_ids"].shape[1]
     positions = torch.arange(length)
-    is_y = torch.tensor(
-        [[sequence == 1 for sequence in pair.sequence_ids(b)] for b in range(batch)], dtype=torch.bool
-    ).reshape(batch, length)
+    is_y = sequence_ids(pair) == 1
     first_y = torch.where(is_y, positions, length).amin(dim=1)
     last_token = pair["attention_mask"].sum(dim=1) - 1
     start = torch.minimum(first_y, last_token)

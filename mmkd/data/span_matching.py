@@ -40,23 +40,34 @@ def special_tokens(encoding: BatchEncoding, special_ids: Collection[int] = ()) -
     return special
 
 
+def sequence_ids(encoding: BatchEncoding) -> Tensor:
+    """(B, L) long: the text of a pair (0 or 1) each token comes from, NO_SPAN at special and padding tokens.
+
+    From the encoding's "sequence_ids" tensor (`mmkd.data.token_columns` assembles one), else from the
+    fast tokenizer's encodings it carries.
+    """
+    if "sequence_ids" in encoding:
+        return torch.as_tensor(encoding["sequence_ids"], dtype=torch.long)
+    shape = torch.as_tensor(encoding["input_ids"]).shape
+    rows = [[NO_SPAN if s is None else s for s in encoding.sequence_ids(b)] for b in range(shape[0])]
+    return torch.tensor(rows, dtype=torch.long).reshape(shape)
+
+
 def token_spans(encoding: BatchEncoding, sequence: int = 0, special_ids: Collection[int] = ()) -> Tensor:
     """Character spans (B, L, 2) long of the ordinary tokens of `sequence` (0 = text, 1 = pair).
 
     `encoding` is a batch from a fast tokenizer called with `return_offsets_mapping=True` and
-    `return_special_tokens_mask=True`, padded to one length. Spans of sequence 1 are offsets into
+    `return_special_tokens_mask=True`, padded to one length, or one with the same keys and
+    "sequence_ids" (`mmkd.data.token_columns`). Spans of sequence 1 are offsets into
     the second text. Special tokens (see `special_tokens`), padding, tokens of the
     other sequence and empty spans get (NO_SPAN, NO_SPAN).
     """
     if "offset_mapping" not in encoding:
         raise ValueError("token_spans: encode with return_offsets_mapping=True")
     offsets = torch.as_tensor(encoding["offset_mapping"], dtype=torch.long)
-    sequence_ids = torch.tensor(
-        [[NO_SPAN if s is None else s for s in encoding.sequence_ids(b)] for b in range(offsets.shape[0])],
-        dtype=torch.long,
-    ).reshape(offsets.shape[:2])
     taking_part = (
-        (sequence_ids == sequence) & ~special_tokens(encoding, special_ids) & (offsets[..., 1] > offsets[..., 0])
+        (sequence_ids(encoding) == sequence) & ~special_tokens(encoding, special_ids)
+        & (offsets[..., 1] > offsets[..., 0])
     )
     return torch.where(taking_part[..., None], offsets, torch.full_like(offsets, NO_SPAN))
 

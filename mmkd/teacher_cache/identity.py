@@ -20,8 +20,9 @@ FORMAT_VERSION = 2  # 2: only the tokens training reads (no specials), no charac
 TOKEN_DTYPE = "float16"  # token states and sentence embeddings
 # Fields a cache must share with the current teacher/corpus; the others (teacher name, split name,
 # corpus path, shard size) are recorded for information and layout only.
+CORPUS_FIELDS = ("num_examples", "corpus_sha256")  # the corpus split's part of CHECKED_FIELDS
 CHECKED_FIELDS = ("format", "weights_sha256", "tokenizer_sha256", "layer", "sentence_pipeline_sha256",
-                  "max_length", "dtype", "hidden_size", "sentence_size", "num_examples", "corpus_sha256")
+                  "max_length", "dtype", "hidden_size", "sentence_size", *CORPUS_FIELDS)
 # Fields added within a format, and the field whose value they have in a record written before them:
 # such caches were built only for teachers whose sentence embedding has the token states' size.
 ADDED_FIELDS = {"sentence_size": "hidden_size"}

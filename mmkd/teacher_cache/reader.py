@@ -13,7 +13,14 @@ from torch import Tensor
 
 from mmkd.errors import MMKDError
 from mmkd.models.teacher import TeacherOutputs
-from mmkd.teacher_cache.identity import FORMAT_VERSION, cache_identity, identity_mismatch, recorded, split_identity
+from mmkd.teacher_cache.identity import (
+    CORPUS_FIELDS,
+    FORMAT_VERSION,
+    cache_identity,
+    identity_mismatch,
+    recorded,
+    split_identity,
+)
 from mmkd.teacher_cache.store import MANIFEST, SHARD_ARRAYS, load_json, open_array, verify_checksum
 
 
@@ -65,14 +72,20 @@ class TeacherCache:
         self._map_files()
 
     @classmethod
-    def open(cls, path: str | Path, *, teacher: Any, corpus_split: Any, max_length: int) -> TeacherCache:
+    def open(cls, path: str | Path, *, teacher: Any, corpus_split: Any, max_length: int,
+             corpus_dir: str | Path | None = None) -> TeacherCache:
         """Open the cache in `path`, refusing it (MMKDError naming the fields) unless it was built with
         this teacher (weights, tokenizer, layer, pooling, normalize), `max_length` and `corpus_split`
-        (recognised by its datasets fingerprint; its English sentences are hashed only when that differs)."""
+        (recognised by its datasets fingerprint; its English sentences are hashed only when that differs).
+        A corpus that differs is named by `corpus_dir` (where `corpus_split` comes from) and by the
+        directory the cache was built from."""
         cache = cls(path)
         current = {**cache_identity(teacher, [], max_length),
                    **split_identity(corpus_split, str(path), cache.manifest)}
         differences = identity_mismatch(cache.manifest, current)
+        if identity_mismatch(cache.manifest, current, CORPUS_FIELDS):
+            differences.append(f"corpus: {corpus_dir or 'this run'}'s split is not the {cache.manifest.get('split')} "
+                               f"split of {cache.manifest.get('corpus_path')} that the cache was built from")
         if differences:
             raise MMKDError(
                 f"{cache.root / MANIFEST}: stale teacher cache ({'; '.join(differences)}); rebuild it with "
