@@ -296,8 +296,6 @@ def build_on_rank(rank: int, port: int, teacher, train, out: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="in the full suite a rank's temporary shard file vanishes mid-write (passes alone): "
-                         "to be found, see the issue 14 note")
 def test_two_ranks_build_the_same_cache_as_one(built, teacher, train, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

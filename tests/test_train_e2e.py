@@ -161,8 +161,6 @@ def wait_until_gone(marker: str, seconds: float = 120.0) -> None:
         time.sleep(0.5)
 
 
-@pytest.mark.skip(reason="in the full suite a file of its resumed save vanishes mid-write (passes alone): "
-                         "to be found, see the issue 11 note")
 def test_a_rank_killed_writing_its_shard_then_resumed_ends_as_the_uninterrupted_run(tiny, zero2):
     """zero2 with a checkpoint every step; rank 1 is killed -9 halfway through writing its optimizer
     shard of step2 (tests/kill_at.py; the launcher then stops rank 0): step2 never appears, and
