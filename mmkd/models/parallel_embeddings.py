@@ -107,19 +107,18 @@ def fit_parallel_embeddings(embeddings: Tensor, free: Tensor, student_tokenizer:
     fixed = e0 * (~free)[:, None]
     residual_target = targets - torch.sparse.mm(a, fixed)
     mask = free.float()[:, None]
-    a_t = a.to_sparse_coo().t().to_sparse_csr()
+    coo = a.to_sparse_coo()  # coalesced, as a is
+    a_t = coo.t().to_sparse_csr()
 
     def apply(x: Tensor) -> Tensor:  # (A_U^T A_U + lam I) x, x zero outside the free rows
         return torch.sparse.mm(a_t, torch.sparse.mm(a, x * mask)) * mask + ridge * x * mask
 
     rhs = (torch.sparse.mm(a_t, residual_target) + ridge * e0) * mask
-    coo = a.to_sparse_coo().coalesce()
-    diagonal = torch.zeros(embeddings.shape[0]).index_add_(0, coo.indices()[1], coo.values().pow(2)) + ridge
+    column_squares = torch.zeros(embeddings.shape[0]).index_add_(0, coo.indices()[1], coo.values().pow(2))
+    diagonal = column_squares + ridge  # of A^T A + lam I
     solved, iterations, relative = conjugate_gradients(apply, rhs, e0 * mask, (mask / diagonal[:, None]),
                                                        tolerance=TOLERANCE, max_iterations=MAX_ITERATIONS)
-    seen = torch.zeros(embeddings.shape[0], dtype=torch.bool)
-    seen[torch.tensor(sorted({i for ids in rows for i in ids}), dtype=torch.long)] = True
-    update = free & seen
+    update = free & (column_squares > 0)  # free tokens seen in at least one row
     fitted = embeddings.clone()
     fitted[update] = solved[update].to(embeddings.dtype)
     report = ParallelFitReport(
