@@ -62,9 +62,18 @@ def fsync_path(path: Path) -> None:
 
 
 def fsync_tree(folder: Path) -> None:
-    """Flush every file and folder under `folder`, and `folder` itself, to the disk."""
+    """Flush every file and folder under `folder`, and `folder` itself, to the disk.
+
+    Every rank calls it on the shared staging folder while the others may still be writing there: an
+    entry that vanishes between listing and flushing is another rank's temporary file (safetensors and
+    torch write to one, then rename it), which that rank flushes under its final name itself.
+    """
     for path in [*sorted(folder.rglob("*")), folder]:
-        fsync_path(path)
+        try:
+            fsync_path(path)
+        except FileNotFoundError:
+            if path == folder:
+                raise
 
 
 def write_manifest(folder: Path, facts: dict[str, Any]) -> None:

@@ -39,3 +39,13 @@ def student_tokenizer():
     from small_tokenizer import build_student_tokenizer
 
     return build_student_tokenizer()
+
+
+@pytest.fixture
+def no_process_group() -> None:
+    """No torch.distributed group in this process: one that an earlier in-process test (DeepSpeed's
+    init_distributed) left is destroyed, so processes forked from here do not inherit it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

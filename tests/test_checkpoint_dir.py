@@ -123,6 +123,29 @@ def cfg_for(out: Path, *overrides: str):
     return load_train_config(None, ["--corpus=c", "--student=s", "--live_teacher", f"--output_dir={out}", *overrides])
 
 
+def test_fsync_tree_skips_another_ranks_temporary_file_renamed_meanwhile(tmp_path, monkeypatch):
+    """Ranks flush the shared staging folder while others still write there: a file that vanishes
+    between listing and flushing (another rank renamed its temporary file) is not an error; a
+    missing folder is."""
+    staging = tmp_path / "step4.partial"
+    staging.mkdir()
+    (staging / "rng_rank0.safetensors").write_bytes(b"0")
+    (staging / ".tmpHG6XYR").write_bytes(b"1")
+    flushed, fsync_path = [], checkpoint_dir.fsync_path
+
+    def rename_then_flush(path: Path) -> None:
+        if path.name == ".tmpHG6XYR":
+            path.rename(staging / "rng_rank1.safetensors")  # rank 1 renames its file after our listing
+        fsync_path(path)
+        flushed.append(path.name)
+
+    monkeypatch.setattr(checkpoint_dir, "fsync_path", rename_then_flush)
+    checkpoint_dir.fsync_tree(staging)
+    assert flushed == ["rng_rank0.safetensors", "step4.partial"]
+    with pytest.raises(FileNotFoundError):
+        checkpoint_dir.fsync_tree(tmp_path / "gone")
+
+
 def test_a_used_output_dir_is_refused_unless_resumed_or_overwritten(tmp_path, capsys):
     from mmkd import checkpointing
     from mmkd.train import main

@@ -296,9 +296,7 @@ def build_on_rank(rank: int, port: int, teacher, train, out: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="open race: on a loaded machine a rank's temporary shard file vanishes mid-write (passes "
-                         "alone and on a quiet machine); see the issue 11/14 notes")
-def test_two_ranks_build_the_same_cache_as_one(built, teacher, train, tmp_path):
+def test_two_ranks_build_the_same_cache_as_one(built, teacher, train, tmp_path, no_process_group):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -339,3 +337,15 @@ def test_a_cache_of_the_same_inputs_in_an_older_format_is_rebuilt_in_place(cache
     assert (summary.built, summary.kept) == ([0, 1, 2], [])
     assert "format 1, rebuilding it in format 2" in capsys.readouterr().out
     assert cache_is_current(cache_copy) and not list(cache_copy.glob("*offsets*"))
+
+
+def test_a_process_group_of_another_size_than_world_size_is_refused(monkeypatch):
+    """A group inherited through fork (world 1) while the environment says 2 ranks: every rank would
+    think it is rank 0 and build every shard into the same folder."""
+    from mmkd.engine import init_distributed
+    from mmkd.teacher_cache.build import distributed_context
+
+    init_distributed()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(MMKDError, match=r"process group of 1 rank\(s\) but WORLD_SIZE=2"):
+        distributed_context()

@@ -265,10 +265,18 @@ def write_manifest(root: Path, identity: dict[str, Any], num_shards: int, index:
 
 def distributed_context() -> tuple[int, int, bool]:
     """(rank, world size, whether this call created the process group) from torch.distributed or
-    the launcher's environment; a gloo group is created when WORLD_SIZE > 1 and none exists."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
+    the launcher's environment; a gloo group is created when WORLD_SIZE > 1 and none exists.
+
+    Raises MMKDError when a process group exists whose size is not the environment's WORLD_SIZE (a
+    group inherited by a forked process, say): every rank would build every shard into one folder.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if dist.is_available() and dist.is_initialized():
+        if "WORLD_SIZE" in os.environ and dist.get_world_size() != world:
+            raise MMKDError(f"teacher cache: torch.distributed has a process group of {dist.get_world_size()} "
+                            f"rank(s) but WORLD_SIZE={world}: this process joined another run's group (forked "
+                            "from it?); start each rank as a fresh process (the deepspeed launcher, torchrun)")
+        return dist.get_rank(), dist.get_world_size(), False
     if world == 1:
         return 0, 1, False
     missing = [name for name in LAUNCHER_ENV if name not in os.environ]
