@@ -70,9 +70,9 @@ def schedule_warnings(ds_config: dict[str, Any], total_steps: int) -> list[str]:
     warnings = []
     warmup, total = params.get("warmup_num_steps"), params.get("total_num_steps")
     if isinstance(warmup, int) and warmup > total_steps:
-        warnings.append(f"warning: warmup_num_steps {warmup} in the DeepSpeed JSON is more than the run's "
+        warnings.append(f"warmup_num_steps {warmup} in the DeepSpeed JSON is more than the run's "
                         f"{total_steps} steps: the lr never reaches its peak nor decays")
     if isinstance(total, int) and total != total_steps:
-        warnings.append(f"warning: total_num_steps {total} in the DeepSpeed JSON is not the run's {total_steps} "
+        warnings.append(f"total_num_steps {total} in the DeepSpeed JSON is not the run's {total_steps} "
                         "steps: the schedule does not end with the run (\"auto\" makes them the same)")
     return warnings

@@ -79,9 +79,9 @@ def test_a_resumed_run_continues_the_time_budget():
 def test_a_schedule_that_cannot_follow_the_run_is_named():
     config = {"scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 100, "total_num_steps": 1000}}}
     assert schedule_warnings(config, 4) == [
-        "warning: warmup_num_steps 100 in the DeepSpeed JSON is more than the run's 4 steps: the lr never reaches "
+        "warmup_num_steps 100 in the DeepSpeed JSON is more than the run's 4 steps: the lr never reaches "
         "its peak nor decays",
-        "warning: total_num_steps 1000 in the DeepSpeed JSON is not the run's 4 steps: the schedule does not end "
+        "total_num_steps 1000 in the DeepSpeed JSON is not the run's 4 steps: the schedule does not end "
         "with the run (\"auto\" makes them the same)"]
     config["scheduler"]["params"]["total_num_steps"] = 100
     assert schedule_warnings(config, 100) == []
