@@ -63,6 +63,35 @@ def test_labels_train_and_test_messages(catalog_corpus):
         catalog_task(corpus, locale, num_labels=2, per_label=0)
 
 
+def test_every_language_gets_two_labels_where_its_catalogs_allow(tmp_path):
+    """de carries three large programs, fr two small other ones: the most frequent domains overall
+    would give fr's test messages one label at most."""
+    topics = {"files": "de", "network": "de", "disk": "de", "printer": "fr", "sound": "fr"}
+    locale = tmp_path / "locale"
+    for domain, lang in topics.items():
+        count = 40 if lang == "de" else 16
+        messages = {f"Message {i} about {domain} number {i}": f"Nachricht {domain} {i} {lang}" for i in range(count)}
+        write_mo(catalog(locale, lang, domain), messages)
+    dsd, report = build_builtin_corpus(["de", "fr"], locale_dir=str(locale), seed=0, test_fraction=0.25)
+    save_corpus(dsd, report, tmp_path / "corpus")
+    task, data, labels = catalog_task(tmp_path / "corpus", locale, num_labels=4, per_label=20, seed=0)
+    assert len(labels) == 4 and {"printer", "sound"} <= set(labels)
+    for lang in ("de", "fr"):
+        assert len({example["label"] for example in data.test[lang]}) == 2, lang
+
+
+def test_choose_labels_takes_each_languages_top_domains_in_rounds_then_the_most_frequent():
+    from collections import Counter
+
+    from mmkd.evaluation.downstream.catalog_task import choose_labels
+
+    per_language = {"de": Counter(a=50, b=40, c=30, d=20), "xh": Counter(e=5, b=3, f=1)}
+    overall = Counter(a=50, b=43, c=30, d=20, e=5, f=1)
+    assert choose_labels(overall, per_language, 5) == ["e", "a", "b", "c", "d"]  # xh: e then b (already in)
+    assert choose_labels(overall, per_language, 2) == ["e", "a"]
+    assert choose_labels(overall, per_language, 6, per_language_labels=3) == ["e", "a", "b", "f", "c", "d"]
+
+
 def test_command_fine_tunes_on_english_and_reports_every_language(catalog_corpus, tmp_path, teacher_tokenizer):
     from transformers import BertConfig, BertForMaskedLM
 
@@ -82,4 +111,5 @@ def test_command_fine_tunes_on_english_and_reports_every_language(catalog_corpus
         assert 0 <= scores["accuracy"] <= 100 and 100 / 3 <= scores["majority"] <= 100 and scores["examples"] > 0
     assert results["zero_shot_accuracy"] == pytest.approx(
         (results["languages"]["de"]["accuracy"] + results["languages"]["fr"]["accuracy"]) / 2)
+    assert results["single_label_languages"] == []
     assert "| majority |" in (out / "catalog.md").read_text()

@@ -146,6 +146,9 @@ def run_catalog(args: argparse.Namespace) -> int:
     results = catalog_transfer(args.corpus, args.model, locale_dir=args.locale_dir, num_labels=args.labels,
                                per_label=args.per_label, epochs=args.epochs, seed=args.seed)
     print(markdown_table(results), end="")
+    single = results["single_label_languages"]
+    print(f"zero-shot accuracy (mean over languages other than English): {results['zero_shot_accuracy']:.1f}" +
+          (f"; left out, their test messages carry one label: {', '.join(single)}" if single else ""))
     print(f"written: {', '.join(str(path) for path in write_results(results, args.out))}")
     return 0
 

@@ -7,7 +7,10 @@ from: a message's label is its gettext domain (the catalog's file name: coreutil
   test   for each language, the translations of the TEST split's messages (messages no fine-tuning
          saw, in any language), and "en" the English test messages themselves.
 Only messages found in exactly one domain count (a message that gtk30 and glib20 both carry has no
-label), and the labels are the `num_labels` domains with the most such train messages. The model is
+label). The `num_labels` labels are chosen so that every language's messages carry two of them where
+its catalogs allow (`choose_labels`): a low-resource language's messages often come from catalogs that
+the large languages' most frequent domains leave out, and a language whose test messages all carry one
+label measures nothing (any encoder scores 100%). The model is
 fine-tuned on English (mmkd.evaluation.downstream.finetune, as XNLI) and tested zero-shot on each
 language; `majority` reports per language the share of its most frequent label, the floor an
 encoder that ignored its input would reach.
@@ -51,6 +54,24 @@ def message_domains(catalogs: Mapping[str, Iterable[Path]]) -> dict[str, set[str
     return domains
 
 
+def choose_labels(overall: Counter, per_language: Mapping[str, Counter], num_labels: int,
+                  per_language_labels: int = 2) -> list[str]:
+    """`num_labels` domains: in rounds, each language's next most frequent domain (languages with the
+    fewest labelled train messages first) until each has `per_language_labels`, then the most frequent
+    domains overall (`overall`: distinct train messages per domain)."""
+    labels: list[str] = []
+    order = sorted(per_language, key=lambda lang: (sum(per_language[lang].values()), lang))
+    for round_ in range(per_language_labels):
+        for lang in order:
+            ranked = [name for name, _ in per_language[lang].most_common()]
+            have = [name for name in ranked if name in labels]
+            missing = [name for name in ranked if name not in labels]
+            if len(have) <= round_ and missing and len(labels) < num_labels:
+                labels.append(missing[0])
+    labels += [name for name, _ in overall.most_common() if name not in labels][:num_labels - len(labels)]
+    return labels
+
+
 def catalog_task(corpus: str | Path, locale_dir: str | Path = DEFAULT_LOCALE_DIR, num_labels: int = 8,
                  per_label: int = 250, seed: int = 0) -> tuple[TaskSpec, TaskData, list[str]]:
     """(task settings, data, label names) of the catalog task on `corpus` (module docstring).
@@ -69,7 +90,11 @@ def catalog_task(corpus: str | Path, locale_dir: str | Path = DEFAULT_LOCALE_DIR
         return next(iter(found)) if len(found) == 1 else None
 
     train_src = sorted({src for src in column(dsd["train"], "src") if domain(src) is not None})
-    labels = [name for name, _ in Counter(domain(src) for src in train_src).most_common(num_labels)]
+    per_language: dict[str, Counter] = defaultdict(Counter)
+    for src, lang in zip(column(dsd["train"], "src"), column(dsd["train"], "lang")):
+        if domain(src) is not None:
+            per_language[lang][domain(src)] += 1
+    labels = choose_labels(Counter(domain(src) for src in train_src), per_language, num_labels)
     if len(labels) < 2:
         raise MMKDError(f"catalog task: {corpus} has train messages from {len(labels)} catalog(s) of "
                         f"{locale_dir}; need 2 (is it the corpus of these catalogs?)")
@@ -111,7 +136,9 @@ def catalog_transfer(corpus: str | Path, model: str, *, locale_dir: str | Path =
     """Fine-tune `model` ('teacher' = the packaged teacher, a student directory, any HF model path or
     name) on the catalog task of `corpus` and test it on every language; the downstream results dict
     (mmkd.evaluation.downstream.finetune.evaluate_task) plus "labels", per language and on average the
-    "majority" floor, and "zero_shot_accuracy": the mean accuracy over the languages other than English."""
+    "majority" floor, and "zero_shot_accuracy": the mean accuracy over the languages other than English
+    whose test messages carry more than one label (the others, named in "single_label_languages", score
+    100% with any encoder); NaN when there is none."""
     from mmkd.evaluation.downstream.finetune import RunOptions, evaluate_task
     from mmkd.models.teacher import teacher_files
 
@@ -121,5 +148,7 @@ def catalog_transfer(corpus: str | Path, model: str, *, locale_dir: str | Path =
     for lang, examples in data.test.items():
         results["languages"][lang]["majority"] = majority_share(examples)
     results["average"]["majority"] = sum(r["majority"] for r in results["languages"].values()) / len(data.test)
-    zero_shot = [r["accuracy"] for lang, r in results["languages"].items() if lang != ENGLISH]
-    return {**results, "model": model, "labels": labels, "zero_shot_accuracy": sum(zero_shot) / len(zero_shot)}
+    single = [lang for lang, examples in data.test.items() if len({e["label"] for e in examples}) == 1]
+    zero_shot = [r["accuracy"] for lang, r in results["languages"].items() if lang not in (ENGLISH, *single)]
+    return {**results, "model": model, "labels": labels, "single_label_languages": single,
+            "zero_shot_accuracy": sum(zero_shot) / len(zero_shot) if zero_shot else float("nan")}
