@@ -93,7 +93,7 @@ def train_mse_baseline(student_dir: str | Path, english: Sequence[str], translat
         iteration = budget.iteration(done_steps + 1, budget.elapsed())
         return warmup_decay(iteration, config.warmup_steps, config.total_steps)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, fused=True)  # Trainer's default
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(Path(out_dir) / "trainer"), per_device_train_batch_size=config.batch_size,
