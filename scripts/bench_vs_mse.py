@@ -1,12 +1,16 @@
-"""MMKD against sentence-transformers' multilingual MSE distillation at equal wall-clock, in one table.
+"""MMKD against sentence-transformers' multilingual MSE distillation at equal budget, in one table.
 
     python scripts/bench_vs_mse.py --run runs/main --minutes 12 --steps 2000 --out runs/bench_vs_mse
+    python scripts/bench_vs_mse.py --run runs/main --minutes 0 --steps 800 --out runs/bench_vs_mse/steps800
+
+The first gives both arms the same training-loop time on this machine (run it on a quiet machine);
+the second the same steps, so the same pairs, whatever the load (each arm's loop seconds are reported).
 
 `--run` holds what `mmkd pipeline` builds before training: corpus/, student/, teacher_cache_train/,
 teacher_cache_dev/. Both arms start from the same student (init-student's vocabulary, layers and
 fitted P_s) and train on the same pairs, the recipe's language-sampled draw of the train split
 (alpha, seed), for the same training-loop time on this machine:
-  mmkd  `mmkd train RECIPE` with every objective, for --steps (default the recipe's max_steps) or --minutes
+  mmkd  `mmkd train RECIPE` with the recipe's objectives, for --steps (default the recipe's max_steps) or --minutes
         of loop time, whichever runs out first (the learning-rate schedule follows that budget, mmkd.schedule);
         its export/sentence_transformers is scored;
   mse   Reimers & Gurevych (2020) with sentence-transformers itself (mmkd.evaluation.mse_baseline): its
@@ -33,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 
+from mmkd import checkpoint_dir
 from mmkd.corpus.schema import column, load_corpus
 from mmkd.data.sampling import LanguageSampler
 from mmkd.ds_config import check_batch_sizes
@@ -68,7 +73,8 @@ def max_steps(args: argparse.Namespace) -> int:
 
 
 def run_mmkd(args: argparse.Namespace, out: Path) -> dict:
-    """Train the recipe for args.minutes of loop time into out/; {"steps", "pairs", "seconds", "model"}."""
+    """Train the recipe for args.minutes of loop time (0: no bound) and at most max_steps(args) steps into
+    out/; {"steps", "pairs", "seconds": training-loop seconds as the run measured them, "model", ...}."""
     run = Path(args.run)
     command = [sys.executable, "-m", "mmkd", "train", args.recipe, f"--corpus={run / 'corpus'}",
                f"--student={run / 'student'}", f"--teacher_cache={run / 'teacher_cache_train'}",
@@ -83,7 +89,9 @@ def run_mmkd(args: argparse.Namespace, out: Path) -> dict:
                          f"{result.stderr[-3000:]}")
     steps = int(re.search(r"mmkd train: (\d+) of \d+ steps", result.stdout).group(1))
     cfg = load_train_config(str(out / "export" / "train_config.json"))
-    return {"steps": steps, "pairs": steps * global_batch(cfg.ds_config), "seconds": 60.0 * args.minutes,
+    last = checkpoint_dir.complete_checkpoints(out / "checkpoints")[0]  # written at the end of every run
+    seconds = checkpoint_dir.read_manifest(out / "checkpoints" / last)["loop"]["train_seconds"]
+    return {"steps": steps, "pairs": steps * global_batch(cfg.ds_config), "seconds": seconds,
             "process_seconds": time.perf_counter() - start, "model": str(out / "export" / "sentence_transformers"),
             "hf_model": str(out / "export" / "hf")}
 

@@ -20,7 +20,8 @@ def test_schedule_is_deepspeeds_linear_warmup_decay():
 
 def test_settings_that_cannot_train_are_refused():
     with pytest.raises(MMKDError, match="bad settings"):
-        MSEBaselineConfig(total_steps=10, budget_seconds=0)
+        MSEBaselineConfig(total_steps=10, budget_seconds=-1)
+    assert MSEBaselineConfig(total_steps=10, budget_seconds=0, warmup_steps=1).budget_seconds == 0  # steps only
     with pytest.raises(MMKDError, match="bad settings"):
         MSEBaselineConfig(total_steps=10, budget_seconds=60, warmup_steps=10)
 

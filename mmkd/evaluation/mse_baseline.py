@@ -28,8 +28,8 @@ from mmkd.schedule import RunBudget
 
 @dataclass(frozen=True)
 class MSEBaselineConfig:
-    """The run's budget (optimizer steps, seconds of training loop), pairs per step, peak lr, warmup
-    iterations, tokens per sentence, seed."""
+    """The run's budget (optimizer steps, seconds of training loop, 0 = no time bound, as
+    mmkd.schedule.RunBudget), pairs per step, peak lr, warmup iterations, tokens per sentence, seed."""
 
     total_steps: int
     budget_seconds: float
@@ -40,7 +40,7 @@ class MSEBaselineConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not (self.total_steps >= 1 and self.budget_seconds > 0 and self.batch_size >= 1 and self.learning_rate > 0
+        if not (self.total_steps >= 1 and self.budget_seconds >= 0 and self.batch_size >= 1 and self.learning_rate > 0
                 and 0 <= self.warmup_steps < self.total_steps and self.max_length >= 8):
             raise MMKDError(f"MSE baseline: bad settings {self}")
 
