@@ -112,7 +112,8 @@ def run_mse(args: argparse.Namespace, out: Path) -> dict:
                                batch_size=global_batch(cfg.ds_config),
                                warmup_steps=scheduler.get("warmup_num_steps", 0),
                                learning_rate=args.mse_lr, max_length=cfg.max_length, seed=args.seed)
-    print(f"[bench] mse: training for {args.minutes} min ({config})", flush=True)
+    budget = f"{args.minutes} min or {config.total_steps} steps" if args.minutes else f"{config.total_steps} steps"
+    print(f"[bench] mse: training for {budget} ({config})", flush=True)
     summary = train_mse_baseline(init, english, translations, targets, out / "model", config)
     return {**summary, "model": str(out / "model"), "hf_model": str(out / "model")}
 
