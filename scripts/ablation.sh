@@ -5,9 +5,10 @@
 #
 # RUN_DIR is a `mmkd pipeline` run (corpus/, student/, teacher_cache_{train,dev}/); override any of
 # them with CORPUS, STUDENT, TEACHER_CACHE, DEV_TEACHER_CACHE, and the teacher with TEACHER (default
-# the packaged one). RECIPE (default recipes/cpu_main.yaml), SEED (0), MAX_LENGTH (64), POOL (1000),
-# OUT (default runs/ablation/<timestamp>), OOD (the out-of-domain source, default package:django;
-# none to skip). Extra --key=value go to every `mmkd train`.
+# the packaged one). RECIPE (default recipes/cpu_main.yaml), SEED (0), MAX_LENGTH (default: the
+# recipe's; the teacher caches must have it), POOL (1000), OUT (default runs/ablation/<timestamp>), OOD
+# (the out-of-domain source, default package:django; none to skip). Extra --key=value go to every
+# `mmkd train`; the evaluations encode at the max_length training resolves.
 # Configs: sentence_only (SentA alone: the Reimers-Gurevych recipe), full (the recipe's weights),
 # full without each objective (its weight set to 0), and full with sentence StrucA in each form
 # (struca_sent_monolingual, struca_sent_cross_lingual: one of them is the recipe's). Each is trained
@@ -15,7 +16,7 @@
 # split into OUT/<config>/eval and out of domain into OUT/<config>/eval_ood; OUT/ablation.md holds
 # the two tables.
 set -euo pipefail
-[[ $# -ge 2 ]] || { sed -n '2,17p' "$0"; exit 2; }
+[[ $# -ge 2 ]] || { sed -n '2,18p' "$0"; exit 2; }
 RUN=$1 STEPS=$2
 shift 2
 cd "$(dirname "$0")/.."
@@ -25,14 +26,29 @@ STUDENT=${STUDENT:-$RUN/student}
 TEACHER_CACHE=${TEACHER_CACHE:-$RUN/teacher_cache_train}
 DEV_TEACHER_CACHE=${DEV_TEACHER_CACHE:-$RUN/teacher_cache_dev}
 RECIPE=${RECIPE:-recipes/cpu_main.yaml}
-SEED=${SEED:-0} MAX_LENGTH=${MAX_LENGTH:-64} POOL=${POOL:-1000} OOD=${OOD:-package:django}
+SEED=${SEED:-0} POOL=${POOL:-1000} OOD=${OOD:-package:django}
 OUT=${OUT:-runs/ablation/$(date +%Y%m%d-%H%M%S)}
 TEACHER_TRAIN=() TEACHER_EVAL=()
 if [[ -n "${TEACHER:-}" ]]; then TEACHER_TRAIN=("--teacher=$TEACHER"); TEACHER_EVAL=(--teacher "$TEACHER"); fi
+LENGTH_TRAIN=()
+if [[ -n "${MAX_LENGTH:-}" ]]; then LENGTH_TRAIN=("--max_length=$MAX_LENGTH"); fi
 
 COMMON_ARGS=(--corpus="$CORPUS" --student="$STUDENT" --teacher_cache="$TEACHER_CACHE"
              --dev_teacher_cache="$DEV_TEACHER_CACHE" --max_steps="$STEPS" --max_time_minutes=0
-             --seed="$SEED" --max_length="$MAX_LENGTH" "${TEACHER_TRAIN[@]}" "$@")
+             --seed="$SEED" "${LENGTH_TRAIN[@]}" "${TEACHER_TRAIN[@]}" "$@")
+# The max_length every config trains with, resolved as `mmkd train` resolves it (recipe, then overrides).
+MAX_LENGTH=$("$PYTHON" - "$RECIPE" "${COMMON_ARGS[@]}" <<'EOF'
+import sys
+
+from mmkd.errors import MMKDError
+from mmkd.train_config import load_train_config
+
+try:
+    print(load_train_config(sys.argv[1], sys.argv[2:]).max_length)
+except MMKDError as err:
+    sys.exit(f"scripts/ablation.sh: error: {err}")
+EOF
+)
 TERMS=(tlm xwcl senta struca_sent struca_tok)
 declare -A CONFIGS=([sentence_only]="" [full]="")  # weights on top of the recipe's
 for term in "${TERMS[@]}"; do
@@ -44,7 +60,7 @@ CONFIGS[struca_sent_cross_lingual]="--struct_sent_mode=cross_lingual"
 ORDER=(sentence_only full "${TERMS[@]/#/no_}" struca_sent_monolingual struca_sent_cross_lingual)
 
 mkdir -p "$OUT"
-echo "ablation: $STEPS steps per config, seed $SEED, into $OUT"
+echo "ablation: $STEPS steps per config, seed $SEED, max_length $MAX_LENGTH, into $OUT"
 for name in "${ORDER[@]}"; do
   read -r -a config_args <<< "${CONFIGS[$name]}"
   echo "== $name: ${config_args[*]}"

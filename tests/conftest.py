@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -39,6 +40,23 @@ def student_tokenizer():
     from small_tokenizer import build_student_tokenizer
 
     return build_student_tokenizer()
+
+
+class UnpicklingCreates:
+    """A pickle that runs code: unpickling it creates the file `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture(scope="session")
+def unpickling_creates() -> type[UnpicklingCreates]:
+    """UnpicklingCreates: `torch.save(unpickling_creates(marker), path)` writes a file that creates `marker`
+    when unpickled (the RNG state tests: a pickle in place of mmkd's file is refused, not run)."""
+    return UnpicklingCreates
 
 
 @pytest.fixture

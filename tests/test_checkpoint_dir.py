@@ -187,20 +187,10 @@ def test_rng_states_round_trip(tmp_path):
     assert (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist()) == expected
 
 
-class Payload:
-    """Unpickling it creates the file `marker`."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
-def test_a_pickle_in_place_of_the_rng_state_is_refused_not_run(tmp_path):
+def test_a_pickle_in_place_of_the_rng_state_is_refused_not_run(tmp_path, unpickling_creates):
     from mmkd.checkpointing import load_rng_states
 
-    torch.save(Payload(tmp_path / "ran"), tmp_path / "rng_rank0.safetensors")
+    torch.save(unpickling_creates(tmp_path / "ran"), tmp_path / "rng_rank0.safetensors")
     with pytest.raises(MMKDError, match="rng_rank0.safetensors: not an RNG state file written by mmkd.train"):
         load_rng_states(tmp_path / "rng_rank0.safetensors")
     assert not (tmp_path / "ran").exists()

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_checkpoint_dir import Payload
 from tiny_setup import build_tiny, scalars, subprocess_env
 
 pytestmark = pytest.mark.slow
@@ -69,7 +68,7 @@ def mount_tmpfs(path: Path, kib: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, teacher_dir):
+def runs(tmp_path_factory, teacher_dir, unpickling_creates):
     """{name: (output_dir, completed process)} of every run (see the module docstring)."""
     tiny = build_tiny(tmp_path_factory.mktemp("tiny"), teacher_dir)
     root = tmp_path_factory.mktemp("runs")
@@ -93,7 +92,7 @@ def runs(tmp_path_factory, teacher_dir):
                   else None for name, out in outs.items()}
         export_after_kill = sorted(path.name for path in outs["export"].iterdir())
         pipeline_after_kill = train_stage(outs["export"])
-        crafted = craft_rng_payload(outs["reference"], root / "crafted", root / "payload_ran")
+        crafted = craft_rng_payload(outs["reference"], root / "crafted", unpickling_creates(root / "payload_ran"))
         outs.update(crafted=crafted, other_precision=shutil.copytree(outs["reference"], root / "other_precision"))
         second = {f"resume_{point}": command(tiny, outs[f"kill_{point}"], "--resume") for point in KILLS}
         second["resume_export"] = command(tiny, outs["export"], "--export=true", "--resume")
@@ -109,15 +108,15 @@ def runs(tmp_path_factory, teacher_dir):
             subprocess.run(["umount", str(disks[name])], check=False)
 
 
-def craft_rng_payload(reference: Path, out: Path, marker: Path) -> Path:
+def craft_rng_payload(reference: Path, out: Path, payload: object) -> Path:
     """A copy of the finished reference run whose step3 RNG state files (the .pt mmkd read before, the
-    .safetensors it reads now) are a pickle that creates `marker` when unpickled; the manifest updated
-    to their sizes, as an attacker would."""
+    .safetensors it reads now) are the pickle `payload` (conftest's unpickling_creates); the manifest
+    updated to their sizes, as an attacker would."""
 
     shutil.copytree(reference, out)
     step3 = out / "checkpoints" / "step3"
     for name in ("rng_rank0.pt", "rng_rank0.safetensors"):
-        torch.save(Payload(marker), step3 / name)
+        torch.save(payload, step3 / name)
     manifest = json.loads((step3 / "mmkd_checkpoint.json").read_text())
     manifest["files"]["rng_rank0.safetensors"] = (step3 / "rng_rank0.safetensors").stat().st_size
     (step3 / "mmkd_checkpoint.json").write_text(json.dumps(manifest))

@@ -33,6 +33,16 @@ def _rows(n: int, d_s: int, d_t: int, dtype: torch.dtype, seed: int = 0):
     return student.to(dtype), teacher.to(dtype), valid
 
 
+@pytest.fixture
+def no_tf32():
+    """The reference's fp32 matmuls without TF32 during the test; the global flag is restored after it
+    (by hand: monkeypatch's undo deletes the attribute, which torch.backends.cuda.matmul does not have)."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def _loss_and_grad(fn, student, teacher, **kwargs):
     student = student.detach().clone().requires_grad_(True)
     loss = fn(student, teacher, **kwargs)
@@ -43,8 +53,8 @@ def _loss_and_grad(fn, student, teacher, **kwargs):
 @pytest.mark.parametrize("form", ["kl", "pearson"])
 @pytest.mark.parametrize("dtype", list(TOLERANCES), ids=str)
 @pytest.mark.parametrize("n, d_s, d_t", [(1, 384, 384), (300, 384, 384), (1000, 768, 384), (4097, 384, 312)])
+@pytest.mark.usefixtures("no_tf32")
 def test_compiled_kernel_matches_reference(form, dtype, n, d_s, d_t):
-    torch.backends.cuda.matmul.allow_tf32 = False
     student, teacher, valid = _rows(n, d_s, d_t, dtype)
     loss, grad = _loss_and_grad(struca_loss, student, teacher, form=form, valid=valid, impl="triton")
     ref_loss, ref_grad = _loss_and_grad(struca_reference, student.float(), teacher.float(), form=form, valid=valid)

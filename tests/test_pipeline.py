@@ -5,6 +5,7 @@ end), skips complete stages, resumes training, and stops at a failing stage keep
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,11 @@ def fake_stages(monkeypatch, tmp_path):
         marker.parent.mkdir(parents=True, exist_ok=True)
         if argv[0] == "train":
             marker.mkdir()
-        else:  # a teacher cache's manifest names the format this version reads
-            marker.write_text(json.dumps({"format": FORMAT_VERSION} if argv[0] == "cache-teacher" else {}))
+        elif argv[0] == "cache-teacher":  # a manifest of the format this version reads, with its max_length
+            marker.write_text(json.dumps({"format": FORMAT_VERSION,
+                                          "max_length": int(argv[argv.index("--max-length") + 1])}))
+        else:
+            marker.write_text("{}")
         if argv[0] == "eval":
             (marker.parent / "retrieval.md").write_text(FAKE_TABLE)
         return 0
@@ -68,7 +72,8 @@ def test_runs_every_stage_in_order_then_skips_them(fake_stages, capsys):
     train = calls[4]
     assert "--max_steps=7" in train and "--max_time_minutes=2.0" in train and "--resume" not in train
     assert f"--teacher_cache={out / 'teacher_cache_train'}" in train
-    assert any(arg.startswith("--max_length=") for arg in train)
+    assert not any(arg.startswith("--max_length=") for arg in train)  # the recipe's own
+    assert {argv[argv.index("--max-length") + 1] for argv in calls if "--max-length" in argv} == {"64"}
     evaluate = calls[5]
     assert evaluate[:2] == ["eval", "retrieval"] and evaluate[evaluate.index("--out") + 1] == str(out / "eval")
     assert evaluate[evaluate.index("--models") + 1] == (
@@ -94,6 +99,61 @@ def test_teacher_and_student_reach_every_stage_that_takes_them(fake_stages):
     for argv in (init, cache_train, cache_dev, evaluate, out_of_domain):
         assert argv[argv.index("--teacher") + 1] == "T"
     assert "--teacher=T" in train
+
+
+def max_lengths(calls: list[list[str]]) -> dict[str, list[str]]:
+    """{subcommand: the --max-length (cache-teacher, eval) or --max_length= (train) of each of its calls}."""
+    lengths: dict[str, list[str]] = {}
+    for argv in calls:
+        given = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--max-length"]
+        given += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--max_length=")]
+        lengths.setdefault(argv[0], []).extend(given)
+    return lengths
+
+
+def test_the_recipes_max_length_reaches_the_caches_and_evaluations(fake_stages, tmp_path):
+    calls, _, out = fake_stages
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("max_length: 48\n")
+    assert cli.main(["pipeline", "--out", str(out), "--recipe", str(recipe), "--out-of-domain", "none"]) == 0
+    assert max_lengths(calls) == {"corpus": [], "init-student": [], "cache-teacher": ["48", "48"], "train": [],
+                                  "eval": ["48"]}
+    assert json.loads((out / "teacher_cache_train" / "manifest.json").read_text())["max_length"] == 48
+
+
+def test_an_explicit_max_length_overrides_the_recipe_and_rebuilds_caches_of_another(fake_stages):
+    calls, _, out = fake_stages
+    assert cli.main(["pipeline", "--out", str(out), "--out-of-domain", "none"]) == 0  # cpu_main: 64
+    calls.clear()
+    assert cli.main(["pipeline", "--out", str(out), "--out-of-domain", "none", "--max-length", "32"]) == 0
+    assert [argv[0] for argv in calls] == ["cache-teacher", "cache-teacher"]  # training and its evaluation done
+    assert max_lengths(calls)["cache-teacher"] == ["32", "32"]
+    shutil.rmtree(out / "train")
+    (out / "eval" / "retrieval.json").unlink()
+    calls.clear()
+    assert cli.main(["pipeline", "--out", str(out), "--out-of-domain", "none", "--max-length", "32"]) == 0
+    assert max_lengths(calls) == {"train": ["32"], "eval": ["32"]}
+
+
+def test_a_bad_recipe_is_refused_before_any_stage_runs(fake_stages, capsys, tmp_path):
+    calls, _, out = fake_stages
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("max_lenght: 48\n")
+    assert cli.main(["pipeline", "--out", str(out), "--recipe", str(recipe)]) == 2
+    assert "max_lenght" in capsys.readouterr().err and calls == []
+
+
+def test_the_vocabulary_size_is_init_students_unless_given_and_never_with_a_student(fake_stages, capsys):
+    calls, _, out = fake_stages
+    assert cli.main(["pipeline", "--out", str(out), "--out-of-domain", "none"]) == 0
+    assert calls[1][0] == "init-student" and "--vocab-size" not in calls[1]
+    (out / MARKERS["init-student"]).unlink()
+    calls.clear()
+    assert cli.main(["pipeline", "--out", str(out), "--out-of-domain", "none", "--vocab-size", "8000"]) == 0
+    assert [argv[0] for argv in calls] == ["init-student"] and calls[0][calls[0].index("--vocab-size") + 1] == "8000"
+    calls.clear()
+    assert cli.main(["pipeline", "--out", str(out), "--student", "S", "--vocab-size", "8000"]) == 2
+    assert "--student S keeps its own vocabulary: drop --vocab-size" in capsys.readouterr().err and calls == []
 
 
 def test_a_failing_stage_stops_and_a_rerun_resumes_training(fake_stages, capsys):

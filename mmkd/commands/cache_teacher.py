@@ -18,6 +18,7 @@ from mmkd.corpus.schema import SPLITS, load_corpus
 from mmkd.errors import MMKDError
 from mmkd.models.teacher import load_teacher
 from mmkd.teacher_cache import BuildSummary, TeacherCache, build_teacher_cache
+from mmkd.train_config import TrainConfig
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="teacher model directory or hub name (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--layer", type=int, default=-1,
                         help="hidden-state layer of the token states (-1 = last, 0 = embeddings)")
-    parser.add_argument("--max-length", type=int, default=128,
-                        help="teacher tokens per sentence, specials included (default: 128)")
+    parser.add_argument("--max-length", type=int, default=TrainConfig.max_length,
+                        help="teacher tokens per sentence, specials included: the max_length of the recipe that "
+                             f"trains with the cache (default {TrainConfig.max_length}, mmkd train's)")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per teacher forward pass")
     parser.add_argument("--shard-size", type=int, default=4096, help="distinct sentences per shard")
     parser.add_argument("--out", required=True, help="cache directory (created; an interrupted build resumes)")

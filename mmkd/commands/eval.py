@@ -49,17 +49,21 @@ def configure_retrieval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--low-resource-below", type=int, default=10_000,
                         help="a language with fewer train pairs is low-resource (default 10000)")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per forward pass")
-    parser.add_argument("--max-length", type=int, default=128, help="tokens per sentence (default 128)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="tokens per sentence: the max_length the students were trained with (default: "
+                             "mmkd train's default max_length)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.set_defaults(func=run_retrieval)
 
 
 def run_retrieval(args: argparse.Namespace) -> int:
     from mmkd.evaluation.retrieval import evaluate_retrieval, markdown_table, parse_models, write_report
+    from mmkd.train_config import TrainConfig
 
+    max_length = TrainConfig.max_length if args.max_length is None else args.max_length
     report = evaluate_retrieval(args.corpus, parse_models(args.models), split=args.split, teacher=args.teacher,
                                 pool=args.pool, seed=args.seed, batch_size=args.batch_size,
-                                max_length=args.max_length, low_resource_below=args.low_resource_below,
+                                max_length=max_length, low_resource_below=args.low_resource_below,
                                 device=args.device, out_of_domain=args.out_of_domain, progress=True)
     paths = write_report(report, args.out)
     print(markdown_table(report), end="")

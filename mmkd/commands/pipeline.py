@@ -4,6 +4,8 @@ The corpus is the built-in one (`corpus build`), or `--corpus`: one corpus direc
 (no corpus stage), or sources that a `corpus import` stage reads into OUT/corpus. Each stage is the
 `mmkd` subcommand a user would run by hand; the pipeline prints it before running
 it and skips a stage whose output is already complete, so a stopped pipeline picks up where it was.
+The recipe owns what training runs with: the pipeline resolves it as `mmkd train` will (recipe, then
+the pipeline's overrides) and gives its max_length to the teacher caches and the evaluations.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from mmkd.corpus.builtin import DEFAULT_LANGS
 from mmkd.corpus.schema import is_corpus_directory
 from mmkd.errors import MMKDError
+from mmkd.models.vocabulary import DEFAULT_VOCAB_SIZE
 from mmkd.teacher_cache.identity import FORMAT_VERSION
 
 EXAMPLES = """examples:
@@ -53,6 +56,7 @@ def corpus_stage(args: argparse.Namespace, corpus: Path) -> Stage:
 def stages(args: argparse.Namespace) -> list[Stage]:
     from mmkd.checkpoint_dir import complete_checkpoints
     from mmkd.evaluation.retrieval import REPORT_FILES
+    from mmkd.train_config import load_train_config
 
     if args.corpus is not None and args.langs is not None:
         raise MMKDError("--langs chooses the languages of the built-in corpus; with --corpus, give import "
@@ -63,19 +67,25 @@ def stages(args: argparse.Namespace) -> list[Stage]:
     given = args.corpus is not None and len(args.corpus) == 1 and is_corpus_directory(args.corpus[0])
     if given and args.import_args is not None:
         raise MMKDError(f"--corpus {args.corpus[0]} is a corpus directory, used as it is: drop --import-args")
+    if args.vocab_size is not None and args.student is not None:
+        raise MMKDError(f"--student {args.student} keeps its own vocabulary: drop --vocab-size")
     corpus = Path(args.corpus[0]) if given else out / "corpus"
     student, train = out / "student", out / "train"
     caches = {split: out / f"teacher_cache_{split}" for split in ("train", "dev")}
     teacher = [] if args.teacher is None else ["--teacher", args.teacher]
     student_source = [] if args.student is None else ["--source", args.student, "--keep-vocab"]
+    vocab_size = [] if args.vocab_size is None else ["--vocab-size", str(args.vocab_size)]
     train_argv = ["train", args.recipe, *([] if args.teacher is None else [f"--teacher={args.teacher}"]),
                   f"--corpus={corpus}", f"--student={student}",
                   f"--teacher_cache={caches['train']}", f"--dev_teacher_cache={caches['dev']}",
-                  f"--output_dir={train}", f"--max_length={args.max_length}", f"--seed={args.seed}"]
+                  f"--output_dir={train}", f"--seed={args.seed}"]
+    if args.max_length is not None:
+        train_argv.append(f"--max_length={args.max_length}")
     if args.train_steps is not None:
         train_argv.append(f"--max_steps={args.train_steps}")
     if args.train_minutes is not None:
         train_argv.append(f"--max_time_minutes={args.train_minutes}")
+    max_length = load_train_config(args.recipe, train_argv[2:]).max_length  # as `mmkd train` will resolve it
     if complete_checkpoints(train / "checkpoints"):
         train_argv.append("--resume")  # a stopped pipeline continues its training run
     elif train.is_dir() and any(train.iterdir()):
@@ -83,16 +93,16 @@ def stages(args: argparse.Namespace) -> list[Stage]:
     return [
         *([] if given else [corpus_stage(args, corpus)]),
         Stage("student", ["init-student", "--corpus", str(corpus), "--out", str(student), *teacher, *student_source,
-                          "--vocab-size", str(args.vocab_size), "--seed", str(args.seed)],
+                          *vocab_size, "--seed", str(args.seed)],
               lambda: (student / "mmkd_student.json").is_file()),
         *(Stage(f"teacher cache ({split})", ["cache-teacher", "--corpus", str(corpus), "--split", split, *teacher,
-                                             "--max-length", str(args.max_length), "--out", str(path)],
-                lambda path=path: cache_is_current(path))
+                                             "--max-length", str(max_length), "--out", str(path)],
+                lambda path=path: cache_is_current(path, max_length))
           for split, path in caches.items()),
         Stage("train", train_argv, lambda: (train / "export" / "sentence_transformers").is_dir()),
         *(Stage(name, ["eval", "retrieval", "--corpus", str(corpus), "--out", str(directory),
                        "--models", f"teacher,student_before={student},student_after={train / 'export' / 'hf'}",
-                       "--max-length", str(args.max_length), "--seed", str(args.seed), *teacher, *source],
+                       "--max-length", str(max_length), "--seed", str(args.seed), *teacher, *source],
                 lambda directory=directory: (directory / REPORT_FILES["json"]).is_file())
           for name, directory, source in evaluations(args, out)),
     ]
@@ -123,7 +133,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--import-args", default=None, metavar="'OPTIONS'",
                         help="options of mmkd corpus import for the --corpus sources, in one string "
                              "(--import-args='--lang de --on-error skip')")
-    parser.add_argument("--vocab-size", type=int, default=32000, help="student vocabulary size")
+    parser.add_argument("--vocab-size", type=int, default=None,
+                        help=f"WordPiece vocabulary size of the new student (default: init-student's, "
+                             f"{DEFAULT_VOCAB_SIZE}); not with --student, which keeps its own")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recipe", default="cpu_main",
                         help="training recipe, a file or a shipped name (default: %(default)s, recipes/cpu_main.yaml)")
@@ -134,8 +146,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="an existing multilingual masked LM (path or hub name) to distil into, kept with its own "
                              "vocabulary (init-student --keep-vocab); default: a new vocabulary on the teacher's "
                              "layers")
-    parser.add_argument("--max-length", type=int, default=64,
-                        help="tokens per encoding, for the teacher cache and training alike (default 64)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="tokens per encoding, for training, the teacher caches and the evaluations alike "
+                             "(default: the recipe's max_length)")
     parser.add_argument("--train-steps", type=int, default=None,
                         help="optimizer steps of training, which the learning-rate schedule spans (default: the "
                              "recipe's max_steps)")
@@ -183,7 +196,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cache_is_current(path: Path) -> bool:
-    """Whether `path` holds a complete teacher cache in this version's format (an older one is rebuilt)."""
+def cache_is_current(path: Path, max_length: int) -> bool:
+    """Whether `path` holds a complete teacher cache in this version's format, of `max_length` tokens per
+    sentence. An older format is rebuilt in place; a cache of another max_length is not done, and its
+    `cache-teacher` stage refuses the directory naming both values (mmkd.teacher_cache.build)."""
     manifest = path / "manifest.json"
-    return manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("format") == FORMAT_VERSION
+    if not manifest.is_file():
+        return False
+    record = json.loads(manifest.read_text(encoding="utf-8"))
+    return record.get("format") == FORMAT_VERSION and record.get("max_length") == max_length

@@ -230,13 +230,14 @@ def evaluate_split(split: Any, encoders: Mapping[str, Encoder], teacher_encode: 
 
 def evaluate_retrieval(corpus: str | Path, models: Mapping[str, str], *, split: str = "test",
                        teacher: str | None = None, pool: int = 1000, seed: int = 0, batch_size: int = 64,
-                       max_length: int = 128, low_resource_below: int = LOW_RESOURCE_BELOW,
+                       max_length: int, low_resource_below: int = LOW_RESOURCE_BELOW,
                        device: str | None = None, out_of_domain: str | None = None,
                        progress: bool = False) -> dict[str, Any]:
     """The retrieval report of `models` ({label: "teacher" | student directory | any sentence-transformers
     or Hugging Face path or hub name}) on a corpus split, or, with `out_of_domain` (a source of
     mmkd.evaluation.out_of_domain), on that source's pairs whose English is in no split of the corpus;
-    languages are grouped by the corpus's train pairs either way. `progress` shows a bar per model and side."""
+    languages are grouped by the corpus's train pairs either way. Every sentence is cut at `max_length`
+    tokens (the max_length the students trained with). `progress` shows a bar per model and side."""
     if split not in SPLITS:
         raise MMKDError(f"{corpus}: no split {split!r} (a corpus has {', '.join(SPLITS)})")
     if pool < 1:

@@ -1,0 +1,69 @@
+"""scripts/ablation.sh: every config trains with the max_length its recipe and overrides resolve to, and
+its evaluations encode at that length (training and evaluation are faked by MMKD_PYTHON: a script that
+records each call and writes the export marker; the recipe is resolved by the real interpreter)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiny_setup import subprocess_env
+
+REPO = Path(__file__).resolve().parents[1]
+FAKE_PYTHON = """#!/usr/bin/env bash
+printf '%s\\n' "$*" >> "$CALLS"
+if [[ "$1 $2 $3" == "-m mmkd train" ]]; then
+  for arg in "$@"; do [[ $arg == --output_dir=* ]] && out=${arg#--output_dir=}; done
+  mkdir -p "$out/export/hf" && touch "$out/export/hf/mmkd_student.json"
+elif [[ "$1 $2" != "-m mmkd" && "$1" != scripts/ablation_table.py ]]; then
+  exec "$REAL_PYTHON" "$@"
+fi
+"""
+
+
+def ablation(tmp_path: Path, *extra: str, **env: str) -> tuple[subprocess.CompletedProcess, dict[str, set[str]]]:
+    """Run scripts/ablation.sh for 3 steps with the recipe max_length: 48 and no out-of-domain set; the
+    result and {"train": its --max_length= values, "eval": its --max-length values} over every call."""
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("max_length: 48\n")
+    calls = tmp_path / "calls.txt"
+    calls.write_text("")
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "ablation.sh"), str(tmp_path / "run"), "3", *extra], cwd=REPO,
+        env={**subprocess_env(), "MMKD_PYTHON": str(fake), "REAL_PYTHON": sys.executable, "CALLS": str(calls),
+             "RECIPE": str(recipe), "OUT": str(tmp_path / "out"), "OOD": "none", **env},
+        capture_output=True, text=True, timeout=300)
+    lines = calls.read_text().splitlines()
+    lengths = {"train": {length for line in lines if line.startswith("-m mmkd train")
+                         for length in re.findall(r"--max_length=(\S+)", line)},
+               "eval": {length for line in lines if line.startswith("-m mmkd eval")
+                        for length in re.findall(r"--max-length (\S+)", line)}}
+    return result, lengths
+
+
+@pytest.mark.slow
+def test_the_evaluations_encode_at_the_recipes_max_length_or_its_override(tmp_path):
+    result, lengths = ablation(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert lengths == {"train": set(), "eval": {"48"}} and "max_length 48" in result.stdout
+    result, lengths = ablation(tmp_path, "--max_length=40")
+    assert result.returncode == 0, result.stderr
+    assert lengths == {"train": {"40"}, "eval": {"40"}}
+    result, lengths = ablation(tmp_path, MAX_LENGTH="36")
+    assert result.returncode == 0, result.stderr
+    assert lengths == {"train": {"36"}, "eval": {"36"}}
+
+
+@pytest.mark.slow
+def test_an_override_no_recipe_key_takes_is_refused_before_any_training(tmp_path):
+    result, _ = ablation(tmp_path, "--max_lenght=40")
+    assert result.returncode != 0 and "scripts/ablation.sh: error:" in result.stderr
+    assert "max_lenght" in result.stderr and "max_length" in result.stderr
+    assert "mmkd train" not in (tmp_path / "calls.txt").read_text()
