@@ -10,7 +10,8 @@
 # (the out-of-domain source, default package:django; none to skip). Extra --key=value go to every
 # `mmkd train`; the evaluations encode at the max_length training resolves.
 # Configs: sentence_only (SentA alone: the Reimers-Gurevych recipe), full (the recipe's weights),
-# full without each objective (its weight set to 0), and full with sentence StrucA in each form
+# full without each objective the recipe trains (no_<term>: its weight set to 0) and with each one it
+# leaves out (with_<term>: weight 1, TLM 0.1), and full with sentence StrucA in each form
 # (struca_sent_monolingual, struca_sent_cross_lingual: one of them is the recipe's). Each is trained
 # for STEPS steps into OUT/<config>/train, its export evaluated (`mmkd eval retrieval`) on the test
 # split into OUT/<config>/eval and out of domain into OUT/<config>/eval_ood; OUT/ablation.md holds
@@ -36,28 +37,37 @@ if [[ -n "${MAX_LENGTH:-}" ]]; then LENGTH_TRAIN=("--max_length=$MAX_LENGTH"); f
 COMMON_ARGS=(--corpus="$CORPUS" --student="$STUDENT" --teacher_cache="$TEACHER_CACHE"
              --dev_teacher_cache="$DEV_TEACHER_CACHE" --max_steps="$STEPS" --max_time_minutes=0
              --seed="$SEED" "${LENGTH_TRAIN[@]}" "${TEACHER_TRAIN[@]}" "$@")
-# The max_length every config trains with, resolved as `mmkd train` resolves it (recipe, then overrides).
-MAX_LENGTH=$("$PYTHON" - "$RECIPE" "${COMMON_ARGS[@]}" <<'EOF'
+# The max_length every config trains with and the terms the recipe leaves out (weight 0), resolved as
+# `mmkd train` resolves them (recipe, then overrides).
+RESOLVED=$("$PYTHON" - "$RECIPE" "${COMMON_ARGS[@]}" <<'EOF'
 import sys
 
 from mmkd.errors import MMKDError
 from mmkd.train_config import load_train_config
 
 try:
-    print(load_train_config(sys.argv[1], sys.argv[2:]).max_length)
+    cfg = load_train_config(sys.argv[1], sys.argv[2:])
 except MMKDError as err:
     sys.exit(f"scripts/ablation.sh: error: {err}")
+print(cfg.max_length, *(term for term, weight in cfg.weights.items() if weight == 0))
 EOF
 )
+read -r MAX_LENGTH ZERO_TERMS <<< "$RESOLVED"
 TERMS=(tlm xwcl senta struca_sent struca_tok)
+declare -A WITH_WEIGHT=([tlm]=0.1)  # TLM starts at a cross-entropy ~10 over a fresh MLM head (docs/results.md)
 declare -A CONFIGS=([sentence_only]="" [full]="")  # weights on top of the recipe's
+ORDER=(sentence_only full)
 for term in "${TERMS[@]}"; do
   [[ $term == senta ]] || CONFIGS[sentence_only]+=" --weights.$term=0"
-  CONFIGS[no_$term]="--weights.$term=0"
+  if [[ " ${ZERO_TERMS:-} " == *" $term "* ]]; then
+    CONFIGS[with_$term]="--weights.$term=${WITH_WEIGHT[$term]:-1.0}"; ORDER+=("with_$term")
+  else
+    CONFIGS[no_$term]="--weights.$term=0"; ORDER+=("no_$term")
+  fi
 done
 CONFIGS[struca_sent_monolingual]="--struct_sent_mode=monolingual"
 CONFIGS[struca_sent_cross_lingual]="--struct_sent_mode=cross_lingual"
-ORDER=(sentence_only full "${TERMS[@]/#/no_}" struca_sent_monolingual struca_sent_cross_lingual)
+ORDER+=(struca_sent_monolingual struca_sent_cross_lingual)
 
 mkdir -p "$OUT"
 echo "ablation: $STEPS steps per config, seed $SEED, max_length $MAX_LENGTH, into $OUT"

@@ -25,14 +25,15 @@ fi
 """
 
 
-def ablation(tmp_path: Path, *extra: str, **env: str) -> tuple[subprocess.CompletedProcess, dict[str, set[str]]]:
-    """Run scripts/ablation.sh for 3 steps with the recipe max_length: 48 and no out-of-domain set; the
+def ablation(tmp_path: Path, *extra: str, recipe_text: str = "max_length: 48\n",
+             **env: str) -> tuple[subprocess.CompletedProcess, dict[str, set[str]]]:
+    """Run scripts/ablation.sh for 3 steps with the recipe `recipe_text` and no out-of-domain set; the
     result and {"train": its --max_length= values, "eval": its --max-length values} over every call."""
     fake = tmp_path / "python"
     fake.write_text(FAKE_PYTHON)
     fake.chmod(0o755)
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("max_length: 48\n")
+    recipe.write_text(recipe_text)
     calls = tmp_path / "calls.txt"
     calls.write_text("")
     result = subprocess.run(
@@ -67,3 +68,19 @@ def test_an_override_no_recipe_key_takes_is_refused_before_any_training(tmp_path
     assert result.returncode != 0 and "scripts/ablation.sh: error:" in result.stderr
     assert "max_lenght" in result.stderr and "max_length" in result.stderr
     assert "mmkd train" not in (tmp_path / "calls.txt").read_text()
+
+
+@pytest.mark.slow
+def test_terms_the_recipe_leaves_out_are_added_back_one_at_a_time_and_the_others_removed(tmp_path):
+    result, _ = ablation(tmp_path, recipe_text="max_length: 48\nweights: {tlm: 0.0, xwcl: 0.0}\n")
+    assert result.returncode == 0, result.stderr
+    trained = {}
+    for line in (tmp_path / "calls.txt").read_text().splitlines():
+        if line.startswith("-m mmkd train"):
+            name = re.search(r"--output_dir=\S+/out/(\w+)/train", line).group(1)
+            trained[name] = sorted(re.findall(r"--weights\.(\w+)=(\S+)", line))
+    assert trained == {
+        "sentence_only": [("struca_sent", "0"), ("struca_tok", "0"), ("tlm", "0"), ("xwcl", "0")],
+        "full": [], "with_tlm": [("tlm", "0.1")], "with_xwcl": [("xwcl", "1.0")], "no_senta": [("senta", "0")],
+        "no_struca_sent": [("struca_sent", "0")], "no_struca_tok": [("struca_tok", "0")],
+        "struca_sent_monolingual": [], "struca_sent_cross_lingual": []}
