@@ -30,13 +30,13 @@ from torch.autograd import DeviceType
 from mmkd import monitoring
 from mmkd.engine import build_engine, compute_dtype, load_ds_config, parameter_count
 from mmkd.errors import MMKDError
-from mmkd.objectives.combined import TERM_WEIGHTS
+from mmkd.objectives.combined import TERMS
 from mmkd.phases import PREFIX
 from mmkd.train import IndexedSplit, Setup, micro_batches, optimizer_step, prepare, split_args
 from mmkd.train_config import TrainConfig, load_train_config
 
 STEP_PHASES = ("data", "teacher", "forward", "backward", "step")  # a micro-step, in order; they add up
-FORWARD_PARTS = ("student_forward", *(f"loss/{term}" for term in TERM_WEIGHTS))  # inside forward
+FORWARD_PARTS = ("student_forward", *(f"loss/{term}" for term in TERMS))  # inside forward
 DEEPSPEED_TIMERS = ("fwd", "bwd", "bwd_inner", "bwd_allreduce", "step")  # its global timers, ms
 LABELS = {
     "data": "data: sampling, collate, to device",
@@ -213,7 +213,7 @@ def markdown(report: dict[str, Any]) -> str:
         row(LABELS["forward"], phases["forward"]),
         row("&nbsp;&nbsp;" + LABELS["student_forward"], forward["student_forward"]),
         *(row(f"&nbsp;&nbsp;loss {term}" + ("" if term in report["terms"] else " (weight 0: not computed)"),
-              forward[f"loss/{term}"]) for term in TERM_WEIGHTS),
+              forward[f"loss/{term}"]) for term in TERMS),
         row("&nbsp;&nbsp;" + LABELS["forward_other"], forward["forward_other"]),
         row(LABELS["backward"], phases["backward"]),
         row(LABELS["step"], phases["step"]),

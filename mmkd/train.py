@@ -49,7 +49,7 @@ from mmkd.errors import MMKDError
 from mmkd.evaluation.retrieval import DEV_RETRIEVAL_POOL, dev_retrieval
 from mmkd.flops import EncoderShape, MicroStepFlops
 from mmkd.models.teacher import TeacherOutputs, load_teacher
-from mmkd.objectives.combined import TERM_WEIGHTS, LossWeights, MMKDLoss, MMKDLossOutput
+from mmkd.objectives.combined import TERMS, LossWeights, MMKDLoss, MMKDLossOutput
 from mmkd.phases import phase
 from mmkd.schedule import RunBudget, schedule_warnings, set_schedule_iteration
 from mmkd.step_health import StepHealth
@@ -230,12 +230,11 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     lengths = collator.columns.pair_lengths(corpus["train"]) if cfg.length_group_window > 0 else None
     sampler = LanguageSampler(corpus["train"]["lang"], cfg.alpha, seed=cfg.seed, rank=rank, world_size=world,
                               lengths=lengths, group_size=micro * world, group_window=cfg.length_group_window)
-    weights = LossWeights(**{TERM_WEIGHTS[name]: value for name, value in cfg.weights.items()})
-    loss = MMKDLoss(weights, tau_w=cfg.tau_w, tau=cfg.struct_tau, struct_form=cfg.struct_form,
-                    struct_impl=cfg.struct_impl, gather_negatives=cfg.gather_negatives,
+    loss = MMKDLoss(LossWeights(**cfg.weights), tau_w=cfg.tau_w, struct_tau=cfg.struct_tau,
+                    struct_form=cfg.struct_form, struct_impl=cfg.struct_impl, gather_negatives=cfg.gather_negatives,
                     gather_sentence_rows=cfg.gather_sentence_rows, gather_token_rows=cfg.gather_token_rows,
                     struct_sent_mode=cfg.struct_sent_mode)
-    terms = [name for name in TERM_WEIGHTS if cfg.weights[name] > 0]
+    terms = [name for name in TERMS if cfg.weights[name] > 0]
     flops = MicroStepFlops(EncoderShape.of(student.mlm.config), teacher.hidden_size, loss, world,
                            EncoderShape.of(teacher.model.config) if cfg.live_teacher else None,
                            d_sentence=teacher.sentence_size)
