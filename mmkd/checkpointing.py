@@ -212,7 +212,8 @@ def fp32_student_state(engine: Any, tag: str, output_dir: str | Path) -> dict[st
 def student_embeddings(student: MMKDStudent, texts: list[str], max_length: int, normalize: bool,
                        device: torch.device) -> dict[str, torch.Tensor]:
     """{"encoder": mean-pooled last-layer states (N, d_S), "sentence": the sentence embedding (N, d_E),
-    P_s of the former, unit length when `normalize`}, float32 on the CPU, in eval mode, no grad.
+    MMKDStudent.project_sentence of the former}, float32 on the CPU, in eval mode, no grad. The pool is
+    taken in fp32 from the engine's states (bf16 ones under bf16).
 
     Under ZeRO-3 every rank must call it (the forward gathers parameters collectively).
     """
@@ -220,8 +221,7 @@ def student_embeddings(student: MMKDStudent, texts: list[str], max_length: int, 
     mask = encoded["attention_mask"].to(device)
     with student.evaluating():
         pooled = mean_pool(student.hidden_states(encoded["input_ids"].to(device), mask).float(), mask)
-        sentence = student.heads.sentence(pooled.to(student.heads.sentence.weight.dtype)).float()
-    sentence = torch.nn.functional.normalize(sentence, dim=-1) if normalize else sentence
+        sentence = student.project_sentence(pooled, normalize).float()
     return {"encoder": pooled.cpu(), "sentence": sentence.cpu()}
 
 

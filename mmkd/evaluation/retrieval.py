@@ -149,8 +149,8 @@ def student_encoder(student: MMKDStudent, max_length: int, batch_size: int, devi
 
     def encode(texts: list[str]) -> Tensor:
         encoded = encode_texts(student.tokenizer, texts, max_length=max_length)
-        embeddings = student.sentence_embedding(encoded["input_ids"].to(device), encoded["attention_mask"].to(device))
-        return F.normalize(embeddings, dim=-1) if normalize else embeddings
+        return student.sentence_embedding(encoded["input_ids"].to(device), encoded["attention_mask"].to(device),
+                                          normalize)
 
     def encode_all(texts: Sequence[str]) -> Tensor:
         with student.evaluating():
