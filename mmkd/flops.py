@@ -23,12 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mmkd.objectives.combined import MMKDLoss
 from mmkd.objectives.tlm import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class EncoderShape:
     vocab: int
 
     @classmethod
-    def of(cls, config: Any) -> EncoderShape:
+    def of(cls, config: PretrainedConfig) -> EncoderShape:
         """From a transformers config (num_hidden_layers, hidden_size, vocab_size and the feed-forward size:
         intermediate_size, or hidden_dim as DistilBERT names it)."""
         intermediate = getattr(config, "intermediate_size", None) or config.hidden_dim
