@@ -30,7 +30,7 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import deepspeed.comm as dist
 import numpy as np
@@ -44,6 +44,9 @@ from mmkd.models.sentence_transformer import save_sentence_transformer
 from mmkd.models.student import MMKDStudent, load_student
 from mmkd.models.teacher import Teacher
 from mmkd.train_config import TrainConfig, save_train_config
+
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
 
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
@@ -127,7 +130,7 @@ def load_rng_states(path: Path) -> None:
         get_accelerator().set_rng_state(tensors["accelerator"])
 
 
-def run_facts(engine: Any, cfg: TrainConfig, loop: dict[str, int]) -> dict[str, Any]:
+def run_facts(engine: DeepSpeedEngine, cfg: TrainConfig, loop: dict[str, int]) -> dict[str, Any]:
     """What a checkpoint records besides its files: the loop state and what a resume must match."""
     precision = "bf16" if engine.bfloat16_enabled() else "fp16" if engine.fp16_enabled() else "fp32"
     return {"step": loop["step"], "loop": dict(loop), "world_size": dist.get_world_size(),
@@ -136,7 +139,7 @@ def run_facts(engine: Any, cfg: TrainConfig, loop: dict[str, int]) -> dict[str, 
             "zero_stage": engine.zero_optimization_stage(), "precision": precision, "train_config": cfg.to_dict()}
 
 
-def save_checkpoint(engine: Any, cfg: TrainConfig, loop: dict[str, int]) -> str:
+def save_checkpoint(engine: DeepSpeedEngine, cfg: TrainConfig, loop: dict[str, int]) -> str:
     """Write checkpoint `step<global_steps>` on every rank, publish it (rank 0) and rotate old ones
     away (keep_checkpoints); returns its tag. A failed write (disk full) raises MMKDError naming the file."""
     root, rank = checkpoint_root(cfg.output_dir), dist.get_rank()
@@ -160,7 +163,7 @@ def save_checkpoint(engine: Any, cfg: TrainConfig, loop: dict[str, int]) -> str:
     return tag
 
 
-def load_checkpoint(engine: Any, cfg: TrainConfig) -> tuple[dict[str, int], str]:
+def load_checkpoint(engine: DeepSpeedEngine, cfg: TrainConfig) -> tuple[dict[str, int], str]:
     """Restore the newest complete checkpoint (or `cfg.resume_from`) into `engine` and this rank's
     RNG states; returns (loop state, tag). Names on rank 0 the newer folders it skipped and why.
 
@@ -197,7 +200,7 @@ def load_checkpoint(engine: Any, cfg: TrainConfig) -> tuple[dict[str, int], str]
     return dict(facts["loop"]), folder.name
 
 
-def fp32_student_state(engine: Any, tag: str, output_dir: str | Path) -> dict[str, torch.Tensor]:
+def fp32_student_state(engine: DeepSpeedEngine, tag: str, output_dir: str | Path) -> dict[str, torch.Tensor]:
     """The student's fp32 weights (rank 0): from the ZeRO checkpoint `tag`, else the module itself."""
     if engine.zero_optimization_stage() > 0:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
@@ -212,7 +215,8 @@ def fp32_student_state(engine: Any, tag: str, output_dir: str | Path) -> dict[st
 def student_embeddings(student: MMKDStudent, texts: list[str], max_length: int, normalize: bool,
                        device: torch.device) -> dict[str, torch.Tensor]:
     """{"encoder": mean-pooled last-layer states (N, d_S), "sentence": the sentence embedding (N, d_E),
-    P_s of the former, unit length when `normalize`}, float32 on the CPU, in eval mode, no grad.
+    MMKDStudent.project_sentence of the former}, float32 on the CPU, in eval mode, no grad. The pool is
+    taken in fp32 from the engine's states (bf16 ones under bf16).
 
     Under ZeRO-3 every rank must call it (the forward gathers parameters collectively).
     """
@@ -220,12 +224,11 @@ def student_embeddings(student: MMKDStudent, texts: list[str], max_length: int, 
     mask = encoded["attention_mask"].to(device)
     with student.evaluating():
         pooled = mean_pool(student.hidden_states(encoded["input_ids"].to(device), mask).float(), mask)
-        sentence = student.heads.sentence(pooled.to(student.heads.sentence.weight.dtype)).float()
-    sentence = torch.nn.functional.normalize(sentence, dim=-1) if normalize else sentence
+        sentence = student.project_sentence(pooled, normalize).float()
     return {"encoder": pooled.cpu(), "sentence": sentence.cpu()}
 
 
-def export(engine: Any, cfg: TrainConfig, tag: str, teacher: Teacher, texts: list[str]) -> Path:
+def export(engine: DeepSpeedEngine, cfg: TrainConfig, tag: str, teacher: Teacher, texts: list[str]) -> Path:
     """Write output_dir/export (module docstring) from checkpoint `tag`; every rank calls it.
 
     The files go to `export.partial/`, renamed to `export/` (replacing an older export) once all
@@ -247,7 +250,8 @@ def export(engine: Any, cfg: TrainConfig, tag: str, teacher: Teacher, texts: lis
     return final
 
 
-def write_export(engine: Any, cfg: TrainConfig, tag: str, teacher: Teacher, texts: list[str], out: Path) -> None:
+def write_export(engine: DeepSpeedEngine, cfg: TrainConfig, tag: str, teacher: Teacher, texts: list[str],
+                 out: Path) -> None:
     """Write the export's files (module docstring) from checkpoint `tag` into `out`; every rank calls it."""
     reference = student_embeddings(engine.module.student, texts, cfg.max_length, teacher.normalize, engine.device)
     if dist.get_rank() == 0:

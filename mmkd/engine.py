@@ -24,7 +24,7 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import deepspeed
 import deepspeed.comm as dist
@@ -37,6 +37,9 @@ from mmkd.errors import MMKDError
 from mmkd.models.student import MMKDStudent, load_student
 from mmkd.objectives.combined import MMKDLoss, MMKDLossOutput
 from mmkd.shipped_configs import resolve_config
+
+if TYPE_CHECKING:
+    from mmkd.models.teacher import TeacherOutputs
 
 CPU_CONFIG = "cpu_bf16_zero2"  # a shipped DeepSpeed JSON (ds_configs/)
 APEX_OPTIMIZERS = {"apex_fused_lamb": "FusedLAMB", "apex_fused_adam": "FusedAdam"}
@@ -58,7 +61,7 @@ class DistillationModule(nn.Module):
         self.student = student
         self.loss = loss
 
-    def forward(self, batch: dict[str, Any], teacher_outputs: Any) -> MMKDLossOutput:
+    def forward(self, batch: dict[str, Any], teacher_outputs: TeacherOutputs) -> MMKDLossOutput:
         """MMKDLossOutput of the student on `batch` against the teacher's outputs for its x."""
         return self.loss(self.student, batch, teacher_outputs)
 
@@ -252,7 +255,7 @@ def build_optimizer(ds_config: dict[str, Any], parameters: list[nn.Parameter]
 
 
 def build_engine(student: MMKDStudent, loss: MMKDLoss, ds_config: dict[str, Any],
-                 source: str | Path = "the DeepSpeed config") -> Any:
+                 source: str | Path = "the DeepSpeed config") -> deepspeed.DeepSpeedEngine:
     """deepspeed.initialize on DistillationModule(student, loss); returns the engine.
 
     Raises MMKDError naming `source` when DeepSpeed refuses the config (ValueError, TypeError or

@@ -23,12 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mmkd.objectives.combined import MMKDLoss
 from mmkd.objectives.tlm import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class EncoderShape:
     vocab: int
 
     @classmethod
-    def of(cls, config: Any) -> EncoderShape:
+    def of(cls, config: PretrainedConfig) -> EncoderShape:
         """From a transformers config (num_hidden_layers, hidden_size, vocab_size and the feed-forward size:
         intermediate_size, or hidden_dim as DistilBERT names it)."""
         intermediate = getattr(config, "intermediate_size", None) or config.hidden_dim
@@ -88,27 +91,27 @@ class MicroStepFlops:
         h = s.hidden
         recompute = self.loss.struct_impl != "reference"
         flops = 0.0
-        if w.w_tlm or w.w_xwcl:
+        if w.tlm or w.xwcl:
             flops += 3 * s.forward_flops(*batch["tlm_input_ids"].shape)
-        if w.w_tlm:
+        if w.tlm:
             masked = batch["tlm_labels"].numel() if self.loss.full_logits else \
                 int((batch["tlm_labels"] != IGNORE_INDEX).sum())
             flops += 3 * s.head_forward_flops(masked)
-        if w.w_sent or w.w_struct_tok:
+        if w.senta or w.struca_tok:
             flops += 3 * s.forward_flops(*batch["x_input_ids"].shape)
-        if w.w_sent or w.w_struct_sent:
+        if w.senta or w.struca_sent:
             flops += 3 * s.forward_flops(*batch["y_input_ids"].shape)
         pairs = batch["x_input_ids"].shape[0]
-        if w.w_xwcl:
+        if w.xwcl:
             queries = xwcl_query_count(batch)
             candidates = int(batch["teacher_token_mask"].sum()) * (self.world if self.loss.gather_negatives else 1)
             flops += 3 * 2.0 * queries * h * d_t + 2 * 2.0 * queries * candidates * d_t
-        if w.w_sent:
+        if w.senta:
             flops += 3 * 2.0 * 2 * pairs * h * d_e
-        if w.w_struct_sent:
+        if w.struca_sent:
             rows = pairs * (self.world if self.loss.gather_sentence_rows else 1)
             flops += struca_flops(rows, h, d_e, recompute)
-        if w.w_struct_tok:
+        if w.struca_tok:
             rows = len(batch["match_x"]) * (self.world if self.loss.gather_token_rows else 1)
             flops += struca_flops(rows, h, d_t, recompute)
         if self.teacher is not None:

@@ -14,14 +14,17 @@ README's "Checkpoints, resuming, the export" states what each case exports.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from deepspeed.utils import safe_set_full_fp32_param
 
 from mmkd.models.student import load_student
 
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
 
-def load_fp32_student(engine: Any, student_path: str, teacher_hidden_size: int,
+
+def load_fp32_student(engine: DeepSpeedEngine, student_path: str, teacher_hidden_size: int,
                       teacher_sentence_size: int | None = None) -> int:
     """Set the fp32 master copy of every student parameter of `engine` to the student at `student_path`
     as loaded in fp32 (load_student); returns how many parameters were set (0 when the engine trains

@@ -26,10 +26,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
+    from deepspeed.monitor.monitor import MonitorMaster
 
 # Dense bf16/fp16 tensor-core peaks, TFLOP/s (vendor data sheets, without sparsity), by a part of
 # torch.cuda.get_device_name(); the first match wins, so the specific names come first.
@@ -133,7 +137,7 @@ class StepMonitor:
     DEEPSPEED_PREFIX = "Train/Samples/"
     DROPPED = ("lr",)  # DeepSpeed's names mmkd writes itself
 
-    def __init__(self, monitor: Any, step: Callable[[], int]) -> None:
+    def __init__(self, monitor: MonitorMaster, step: Callable[[], int]) -> None:
         self.monitor, self.step = monitor, step
 
     def write_events(self, events: list[tuple[str, float, int]]) -> None:
@@ -154,13 +158,13 @@ class StepMonitor:
         return getattr(self.monitor, name)
 
 
-def own_monitor(engine: Any) -> None:
+def own_monitor(engine: DeepSpeedEngine) -> None:
     """Wrap `engine`'s monitor in a StepMonitor on engine.global_steps (once, after deepspeed.initialize):
     DeepSpeed writes its events at the step's end, after counting the step."""
     engine.monitor = StepMonitor(engine.monitor, lambda: engine.global_steps)
 
 
-def write_scalars(engine: Any, prefix: str, scalars: dict[str, float]) -> None:
+def write_scalars(engine: DeepSpeedEngine, prefix: str, scalars: dict[str, float]) -> None:
     """Write `prefix/name` scalars at the optimizer step (engine.global_steps: the steps done, restored on
     resume) through DeepSpeed's monitor (rank 0 only)."""
     if engine.monitor.enabled and engine.global_rank == 0:
@@ -168,7 +172,7 @@ def write_scalars(engine: Any, prefix: str, scalars: dict[str, float]) -> None:
                                      for name, value in scalars.items()])
 
 
-def write_config_text(engine: Any, config: dict[str, Any]) -> None:
+def write_config_text(engine: DeepSpeedEngine, config: dict[str, Any]) -> None:
     """The run's configuration as TensorBoard text `run/config` (a JSON block), rank 0, when the
     DeepSpeed JSON enables TensorBoard."""
     writer = getattr(getattr(engine.monitor, "tb_monitor", None), "summary_writer", None)

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from deepspeed.accelerator import get_accelerator
@@ -30,13 +30,17 @@ from torch.autograd import DeviceType
 from mmkd import monitoring
 from mmkd.engine import build_engine, compute_dtype, load_ds_config, parameter_count
 from mmkd.errors import MMKDError
-from mmkd.objectives.combined import TERM_WEIGHTS
+from mmkd.objectives.combined import TERMS
 from mmkd.phases import PREFIX
 from mmkd.train import IndexedSplit, Setup, micro_batches, optimizer_step, prepare, split_args
 from mmkd.train_config import TrainConfig, load_train_config
 
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
+    from torch.autograd.profiler_util import EventList
+
 STEP_PHASES = ("data", "teacher", "forward", "backward", "step")  # a micro-step, in order; they add up
-FORWARD_PARTS = ("student_forward", *(f"loss/{term}" for term in TERM_WEIGHTS))  # inside forward
+FORWARD_PARTS = ("student_forward", *(f"loss/{term}" for term in TERMS))  # inside forward
 DEEPSPEED_TIMERS = ("fwd", "bwd", "bwd_inner", "bwd_allreduce", "step")  # its global timers, ms
 LABELS = {
     "data": "data: sampling, collate, to device",
@@ -68,7 +72,7 @@ def profiling_ds_config(ds_config: dict[str, Any], report_dir: Path, profile_ste
 
 
 def start_training(cfg: TrainConfig, ds_config: dict[str, Any], run: Setup | None = None
-                   ) -> tuple[Setup, Any, Iterator[dict[str, Any]]]:
+                   ) -> tuple[Setup, DeepSpeedEngine, Iterator[dict[str, Any]]]:
     """(setup, engine in train mode, training micro-batches from the first) for `cfg` on `ds_config`,
     the live teacher moved to the engine's device; `run`: a setup already prepared from them."""
     run = run or prepare(cfg, ds_config)
@@ -92,7 +96,7 @@ def span_union_ms(spans: list[tuple[float, float]]) -> float:
     return total / 1e3
 
 
-def phase_ms(events: Any) -> dict[str, float]:
+def phase_ms(events: EventList) -> dict[str, float]:
     """Total wall time of each mmkd.phases range on the host, ms, by name without the prefix."""
     totals: dict[str, float] = {}
     for event in events:
@@ -102,7 +106,7 @@ def phase_ms(events: Any) -> dict[str, float]:
     return totals
 
 
-def communication_ms(events: Any, on_gpu: bool) -> float:
+def communication_ms(events: EventList, on_gpu: bool) -> float:
     """Time with a collective in flight, ms: NCCL kernels on a GPU; gloo work and c10d ops otherwise."""
     if on_gpu:
         spans = [(e.time_range.start, e.time_range.end) for e in events
@@ -213,7 +217,7 @@ def markdown(report: dict[str, Any]) -> str:
         row(LABELS["forward"], phases["forward"]),
         row("&nbsp;&nbsp;" + LABELS["student_forward"], forward["student_forward"]),
         *(row(f"&nbsp;&nbsp;loss {term}" + ("" if term in report["terms"] else " (weight 0: not computed)"),
-              forward[f"loss/{term}"]) for term in TERM_WEIGHTS),
+              forward[f"loss/{term}"]) for term in TERMS),
         row("&nbsp;&nbsp;" + LABELS["forward_other"], forward["forward_other"]),
         row(LABELS["backward"], phases["backward"]),
         row(LABELS["step"], phases["step"]),

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import deepspeed.comm as dist
 import numpy as np
@@ -49,7 +49,7 @@ from mmkd.errors import MMKDError
 from mmkd.evaluation.retrieval import DEV_RETRIEVAL_POOL, dev_retrieval
 from mmkd.flops import EncoderShape, MicroStepFlops
 from mmkd.models.teacher import TeacherOutputs, load_teacher
-from mmkd.objectives.combined import TERM_WEIGHTS, LossWeights, MMKDLoss, MMKDLossOutput
+from mmkd.objectives.combined import TERMS, LossWeights, MMKDLoss, MMKDLossOutput
 from mmkd.phases import phase
 from mmkd.schedule import RunBudget, schedule_warnings, set_schedule_iteration
 from mmkd.step_health import StepHealth
@@ -58,11 +58,18 @@ from mmkd.teacher_cache.build import teacher_precision
 from mmkd.teacher_cache.reader import CachedTeacherCollator
 from mmkd.train_config import TrainConfig, config_key_help, load_train_config, save_train_config
 
+if TYPE_CHECKING:
+    import datasets
+    from deepspeed import DeepSpeedEngine
+
+    from mmkd.models.student import MMKDStudent
+    from mmkd.models.teacher import Teacher
+
 
 class IndexedSplit(Dataset):
     """Rows of a corpus split as collator examples: the row plus its `index` (the teacher-cache key)."""
 
-    def __init__(self, split: Any) -> None:
+    def __init__(self, split: datasets.Dataset) -> None:
         self.split = split
 
     def __len__(self) -> int:
@@ -92,7 +99,8 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
             for key, value in batch.items()}
 
 
-def teacher_outputs(batch: dict[str, Any], cache: Any, teacher: Any, device: torch.device) -> Any:
+def teacher_outputs(batch: dict[str, Any], cache: TeacherCache | None, teacher: Teacher, device: torch.device
+                    ) -> TeacherOutputs:
     """TeacherOutputs (float32) on `device` for the x of a batch: the float16 states the DataLoader
     looked up (CachedTeacherCollator), else a lookup in `cache` here (a CPU batch: dev evaluation),
     else the live teacher on `device` (under autocast on a GPU; a teacher with a prompt reads batch["src"])."""
@@ -110,8 +118,8 @@ def teacher_outputs(batch: dict[str, Any], cache: Any, teacher: Any, device: tor
                           found.attention_mask.to(device, non_blocking=True))
 
 
-def micro_batches(dataset: IndexedSplit, sampler: Any, collator: Any, micro: int, world: int,
-                  loop: dict[str, int], num_workers: int) -> Iterator[dict[str, Any]]:
+def micro_batches(dataset: IndexedSplit, sampler: LanguageSampler, collator: MMKDCollator | CachedTeacherCollator,
+                  micro: int, world: int, loop: dict[str, int], num_workers: int) -> Iterator[dict[str, Any]]:
     """Collated training micro-batches from loop["epoch"], loop["consumed"] on, epoch after epoch.
 
     loop["consumed"] (global samples of the epoch, all ranks) and loop["epoch"] advance as batches
@@ -153,8 +161,9 @@ def dev_plan(langs: list[str], micro: int, per_language: int, rank: int, world: 
     return mine + [(batches[0][0], batches[0][1], 0.0)] * (count - len(mine))
 
 
-def evaluate(engine: Any, dev: IndexedSplit, plan: list[tuple[str, list[int], float]], collator: Any, cache: Any,
-             teacher: Any, terms: list[str], languages: list[str], progress: bool = False) -> dict[str, float]:
+def evaluate(engine: DeepSpeedEngine, dev: IndexedSplit, plan: list[tuple[str, list[int], float]],
+             collator: MMKDCollator, cache: TeacherCache | None, teacher: Teacher, terms: list[str],
+             languages: list[str], progress: bool = False) -> dict[str, float]:
     """Dev loss, each term and each language's total, averaged over the dev batches of all ranks;
     `progress` shows a bar over this rank's dev batches."""
     # rows: languages; columns: weighted total, weighted terms..., weight
@@ -185,19 +194,19 @@ class Setup:
     ds_config: dict[str, Any]  # with the run's values (engine.with_run_values)
     rank: int
     world: int
-    corpus: Any  # DatasetDict; train and dev with their token columns (mmkd.data.token_columns)
-    teacher: Any  # Teacher, on the CPU
-    cache: Any  # TeacherCache of train, None = live teacher
-    dev_cache: Any  # TeacherCache of dev, None = the teacher runs at evaluation
+    corpus: DatasetDict  # train and dev with their token columns (mmkd.data.token_columns)
+    teacher: Teacher  # on the CPU
+    cache: TeacherCache | None  # of train, None = live teacher
+    dev_cache: TeacherCache | None  # of dev, None = the teacher runs at evaluation
     sampler: LanguageSampler
     micro: int  # micro-batch per rank
     accumulation: int  # micro-batches per optimizer step
     steps_per_epoch: int
     total_steps: int
-    student: Any  # MMKDStudent, partitioned under ZeRO-3
+    student: MMKDStudent  # partitioned under ZeRO-3
     loss: MMKDLoss
     collator: MMKDCollator
-    train_collator: Any  # collator, with the teacher cache's lookup when there is a cache (CachedTeacherCollator)
+    train_collator: MMKDCollator | CachedTeacherCollator  # with the teacher cache's lookup when there is a cache
     terms: list[str]  # computed MMKDLoss terms (weight > 0)
     flops: MicroStepFlops  # FLOPs of one micro-batch, for train/tflops and MFU
 
@@ -230,12 +239,11 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     lengths = collator.columns.pair_lengths(corpus["train"]) if cfg.length_group_window > 0 else None
     sampler = LanguageSampler(corpus["train"]["lang"], cfg.alpha, seed=cfg.seed, rank=rank, world_size=world,
                               lengths=lengths, group_size=micro * world, group_window=cfg.length_group_window)
-    weights = LossWeights(**{TERM_WEIGHTS[name]: value for name, value in cfg.weights.items()})
-    loss = MMKDLoss(weights, tau_w=cfg.tau_w, tau=cfg.struct_tau, struct_form=cfg.struct_form,
-                    struct_impl=cfg.struct_impl, gather_negatives=cfg.gather_negatives,
+    loss = MMKDLoss(LossWeights(**cfg.weights), tau_w=cfg.tau_w, struct_tau=cfg.struct_tau,
+                    struct_form=cfg.struct_form, struct_impl=cfg.struct_impl, gather_negatives=cfg.gather_negatives,
                     gather_sentence_rows=cfg.gather_sentence_rows, gather_token_rows=cfg.gather_token_rows,
                     struct_sent_mode=cfg.struct_sent_mode)
-    terms = [name for name in TERM_WEIGHTS if cfg.weights[name] > 0]
+    terms = [name for name in TERMS if cfg.weights[name] > 0]
     flops = MicroStepFlops(EncoderShape.of(student.mlm.config), teacher.hidden_size, loss, world,
                            EncoderShape.of(teacher.model.config) if cfg.live_teacher else None,
                            d_sentence=teacher.sentence_size)

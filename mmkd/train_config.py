@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mmkd.errors import MMKDError
-from mmkd.objectives.combined import TERM_WEIGHTS
+from mmkd.objectives.combined import TERMS, LossWeights
 from mmkd.objectives.structure import FORMS, IMPLS, SENTENCE_MODES
 from mmkd.shipped_configs import resolve_config
 
@@ -40,8 +40,8 @@ class TrainConfig:
     ds_config: str = "cpu_bf16_zero2"  # DeepSpeed JSON, a path or shipped name: batch, lr, optimizer, ZeRO
     ds: dict[str, Any] = field(default_factory=dict)  # changes to ds_config values: --ds.optimizer.params.lr=1e-4
     output_dir: str = "runs/mmkd"  # checkpoints/, tensorboard/, export/, train_config.json
-    # --- objectives (mmkd-method.md; the arguments of mmkd.objectives.combined.MMKDLoss) ---
-    weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TERM_WEIGHTS, 1.0))  # --weights.tlm=0.1
+    # --- objectives (mmkd-method.md; the arguments of mmkd.objectives.combined.MMKDLoss, by the same names) ---
+    weights: dict[str, float] = field(default_factory=lambda: dataclasses.asdict(LossWeights()))  # --weights.tlm=0.1
     tau_w: float = 0.05  # XWCL temperature
     struct_tau: float = 0.1  # StrucA temperature
     struct_form: str = "kl"  # StrucA form: "kl" | "pearson"
@@ -261,9 +261,9 @@ def _check_type(key: str, value: Any, annotation: Any, source: str) -> Any:
     if key == "weights":
         if not isinstance(value, dict):
             raise MMKDError(f"{source}: weights must be a mapping of objective -> weight")
-        unknown = sorted(set(value) - set(TERM_WEIGHTS))
+        unknown = sorted(set(value) - set(TERMS))
         if unknown:
-            raise MMKDError(f"{source}: unknown objective in weights: {unknown}; known: {list(TERM_WEIGHTS)}")
+            raise MMKDError(f"{source}: unknown objective in weights: {unknown}; known: {list(TERMS)}")
         return {**TrainConfig().weights, **{k: _check_type(f"weights.{k}", v, float, source) for k, v in value.items()}}
     allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
     if value is None and type(None) in allowed:

@@ -59,8 +59,8 @@ def measured_flops(student, loss, batch) -> int:
     (LossWeights(), {}),
     (LossWeights(), {"full_logits": True}),
     (LossWeights(), {"struct_impl": "reference"}),
-    (LossWeights(w_tlm=0.0, w_struct_sent=0.0), {}),
-    (LossWeights(w_xwcl=0.0, w_sent=0.0, w_struct_tok=0.0), {}),
+    (LossWeights(tlm=0.0, struca_sent=0.0), {}),
+    (LossWeights(xwcl=0.0, senta=0.0, struca_tok=0.0), {}),
 ])
 @pytest.mark.parametrize("sizes", [{"hidden": 32, "intermediate": 64}, {"hidden": 64, "intermediate": 256,
                                                                        "vocab": 500}])
@@ -81,7 +81,7 @@ def test_counted_flops_are_within_5_percent_of_flop_counter_mode(teacher_tokeniz
 def test_a_sentence_embedding_of_another_size_is_counted_at_its_size(teacher_tokenizer, batch, mode):
     """A teacher whose Dense module changes the size: P_s, SentA and sentence StrucA work in d_E = 8."""
     student = tiny_student(teacher_tokenizer, d_sentence=8)
-    loss = MMKDLoss(LossWeights(w_tlm=0.0, w_xwcl=0.0, w_struct_tok=0.0), struct_sent_mode=mode)
+    loss = MMKDLoss(LossWeights(tlm=0.0, xwcl=0.0, struca_tok=0.0), struct_sent_mode=mode)
     counted = MicroStepFlops(EncoderShape.of(student.mlm.config), D_T, loss, d_sentence=8)(batch)
     assert counted == pytest.approx(measured_flops(student, loss, batch), rel=0.05)
 

@@ -12,7 +12,7 @@ from mmkd.corpus.builtin import build_builtin_corpus
 from mmkd.data.collate import MMKDCollator
 from mmkd.models.init_student import corpus_training_texts, make_student
 from mmkd.models.teacher import load_teacher
-from mmkd.objectives.combined import TERM_WEIGHTS, MMKDLoss
+from mmkd.objectives.combined import TERMS, MMKDLoss
 
 LANGS = ("eu", "xh")
 BATCH = 16
@@ -53,6 +53,6 @@ def test_every_term_decreases(real_batch):
         loss_fn(student, batch, teacher_outputs).total.backward()
         optimizer.step()
     after = terms()
-    assert set(before) == set(after) == set(TERM_WEIGHTS)
-    for name in TERM_WEIGHTS:
+    assert set(before) == set(after) == set(TERMS)
+    for name in TERMS:
         assert after[name] < before[name], f"{name} did not decrease: {before[name]:.4f} -> {after[name]:.4f}"

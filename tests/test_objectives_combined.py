@@ -146,17 +146,17 @@ def expected_terms(student: TinyStudent, batch, teacher, tau_w: float, tau: floa
     }
 
 
-WEIGHTS = LossWeights(w_tlm=0.5, w_xwcl=2.0, w_sent=1.5, w_struct_sent=0.25, w_struct_tok=3.0)
-SENTENCE_STRUCTURE_ONLY = LossWeights(w_tlm=0, w_xwcl=0, w_sent=0, w_struct_sent=1.0, w_struct_tok=0)
-TOKEN_STRUCTURE_ONLY = LossWeights(w_tlm=0, w_xwcl=0, w_sent=0, w_struct_sent=0, w_struct_tok=1.0)
-WORD_ONLY = LossWeights(w_tlm=0, w_xwcl=1.0, w_sent=0, w_struct_sent=0, w_struct_tok=0)
+WEIGHTS = LossWeights(tlm=0.5, xwcl=2.0, senta=1.5, struca_sent=0.25, struca_tok=3.0)
+SENTENCE_STRUCTURE_ONLY = LossWeights(tlm=0, xwcl=0, senta=0, struca_sent=1.0, struca_tok=0)
+TOKEN_STRUCTURE_ONLY = LossWeights(tlm=0, xwcl=0, senta=0, struca_sent=0, struca_tok=1.0)
+WORD_ONLY = LossWeights(tlm=0, xwcl=1.0, senta=0, struca_sent=0, struca_tok=0)
 
 
 @pytest.mark.parametrize("form, impl", [("kl", "chunked"), ("pearson", "reference")])
 def test_terms_and_total_match_the_objectives(form, impl):
     student = TinyStudent().eval()
     batch, teacher = make_batch(seed=1)
-    loss = MMKDLoss(WEIGHTS, tau_w=0.2, tau=0.3, struct_form=form, struct_impl=impl)
+    loss = MMKDLoss(WEIGHTS, tau_w=0.2, struct_tau=0.3, struct_form=form, struct_impl=impl)
     out = loss(student, batch, teacher)
     expected = expected_terms(student, batch, teacher, tau_w=0.2, tau=0.3, form=form)
     assert set(out.terms) == set(expected)
@@ -174,32 +174,32 @@ def test_terms_and_total_match_the_objectives(form, impl):
 
 
 @pytest.mark.parametrize("zero, skipped_passes", [
-    (("w_tlm", "w_xwcl"), {"tlm_input_ids"}),
-    (("w_sent", "w_struct_tok"), {"x_input_ids"}),
-    (("w_sent", "w_struct_sent"), {"y_input_ids"}),
-    (("w_xwcl", "w_struct_sent", "w_struct_tok"), set()),
-    (("w_tlm", "w_xwcl", "w_sent", "w_struct_sent"), {"tlm_input_ids", "y_input_ids"}),
+    (("tlm", "xwcl"), {"tlm_input_ids"}),
+    (("senta", "struca_tok"), {"x_input_ids"}),
+    (("senta", "struca_sent"), {"y_input_ids"}),
+    (("xwcl", "struca_sent", "struca_tok"), set()),
+    (("tlm", "xwcl", "senta", "struca_sent"), {"tlm_input_ids", "y_input_ids"}),
 ])
 def test_zero_weights_skip_terms_and_passes(zero, skipped_passes, monkeypatch):
     weights = LossWeights(**dict.fromkeys(zero, 0.0))
-    skipped = {name for name, field in combined.TERM_WEIGHTS.items() if field in zero}
+    skipped = set(zero)
     functions = {"tlm": "tlm_loss", "xwcl": "xwcl_loss", "senta": "senta_loss"}
     for name in skipped & set(functions):  # a zero-weighted term's function is never called
         monkeypatch.setattr(combined, functions[name], lambda *a, **k: pytest.fail("computed a zero term"))
     student = TinyStudent().eval()
     batch, teacher = make_batch(seed=2)
     out = MMKDLoss(weights)(student, batch, teacher)
-    assert set(out.terms) == set(combined.TERM_WEIGHTS) - skipped
+    assert set(out.terms) == set(combined.TERMS) - skipped
     assert student.passes(batch) == {"tlm_input_ids", "x_input_ids", "y_input_ids"} - skipped_passes
     assert len(student.calls) == 3 - len(skipped_passes)
-    total = sum(getattr(weights, combined.TERM_WEIGHTS[name]) * value for name, value in out.terms.items())
+    total = sum(getattr(weights, name) * value for name, value in out.terms.items())
     assert out.total.item() == pytest.approx(total.item(), rel=1e-6)
 
 
 def test_cross_lingual_sentence_structure_runs_the_x_pass_and_matches_its_function():
     student = TinyStudent().eval()
     batch, teacher = make_batch(seed=3)
-    out = MMKDLoss(SENTENCE_STRUCTURE_ONLY, tau=0.3, struct_sent_mode="cross_lingual")(student, batch, teacher)
+    out = MMKDLoss(SENTENCE_STRUCTURE_ONLY, struct_tau=0.3, struct_sent_mode="cross_lingual")(student, batch, teacher)
     assert set(out.terms) == {"struca_sent"} and student.passes(batch) == {"x_input_ids", "y_input_ids"}
     def pooled_side(side: str) -> torch.Tensor:
         hidden = student.hidden_states(batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"])
@@ -213,8 +213,8 @@ def test_cross_lingual_sentence_structure_runs_the_x_pass_and_matches_its_functi
 
 
 def test_invalid_configuration_is_refused():
-    with pytest.raises(ValueError, match="w_xwcl"):
-        LossWeights(w_xwcl=-1.0)
+    with pytest.raises(ValueError, match="got xwcl < 0"):
+        LossWeights(xwcl=-1.0)
     with pytest.raises(ValueError, match="every weight is 0"):
         LossWeights(0.0, 0.0, 0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="'kl', 'pearson'"):

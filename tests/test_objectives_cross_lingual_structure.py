@@ -85,4 +85,4 @@ def test_mmkd_loss_refuses_an_unknown_mode_and_gathering():
         MMKDLoss(struct_sent_mode="both")
     with pytest.raises(ValueError, match="gather_sentence_rows false"):
         MMKDLoss(struct_sent_mode="cross_lingual", gather_sentence_rows=True)
-    assert LossWeights(w_tlm=0, w_xwcl=0, w_sent=0, w_struct_tok=0).w_struct_sent == 1.0
+    assert LossWeights(tlm=0, xwcl=0, senta=0, struca_tok=0).struca_sent == 1.0

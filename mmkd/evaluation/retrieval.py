@@ -28,7 +28,7 @@ import json
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,9 @@ from mmkd.errors import MMKDError
 from mmkd.models.model_files import model_dir
 from mmkd.models.student import STUDENT_FILE, MMKDStudent, load_student
 from mmkd.models.teacher import Teacher, load_teacher, sentence_pipeline
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 Encoder = Callable[[Sequence[str]], Tensor]  # N texts -> (N, d_E) float32, CPU
 TEACHER = "teacher"  # the model name that selects the teacher (on both sides)
@@ -149,8 +152,8 @@ def student_encoder(student: MMKDStudent, max_length: int, batch_size: int, devi
 
     def encode(texts: list[str]) -> Tensor:
         encoded = encode_texts(student.tokenizer, texts, max_length=max_length)
-        embeddings = student.sentence_embedding(encoded["input_ids"].to(device), encoded["attention_mask"].to(device))
-        return F.normalize(embeddings, dim=-1) if normalize else embeddings
+        return student.sentence_embedding(encoded["input_ids"].to(device), encoded["attention_mask"].to(device),
+                                          normalize)
 
     def encode_all(texts: Sequence[str]) -> Tensor:
         with student.evaluating():
@@ -199,7 +202,7 @@ def sentence_transformer_encoder(model: str, batch_size: int, device: torch.devi
 
 
 # ---- the evaluation ----
-def evaluate_split(split: Any, encoders: Mapping[str, Encoder], teacher_encode: Encoder | None, pool: int,
+def evaluate_split(split: Dataset, encoders: Mapping[str, Encoder], teacher_encode: Encoder | None, pool: int,
                    seed: int, other_space: Collection[str] = ()) -> dict[str, dict[str, Any]]:
     """{lang: {"pool": n, "models": {label: {"x2y", "y2x"[, "mse"]}}}} on a corpus split (Dataset).
 
@@ -277,7 +280,7 @@ def evaluate_retrieval(corpus: str | Path, models: Mapping[str, str], *, split: 
             "groups": group_means({lang: r["models"] for lang, r in per_language.items()}, groups)}
 
 
-def dev_retrieval(student: MMKDStudent, split: Any, pool: int, seed: int, max_length: int, batch_size: int,
+def dev_retrieval(student: MMKDStudent, split: Dataset, pool: int, seed: int, max_length: int, batch_size: int,
                   device: torch.device) -> dict[str, float]:
     """{"retrieval/<lang>/x2y": ..., "retrieval/<lang>/y2x": ..., "retrieval/mean": their mean (the one
     figure to choose checkpoints by)} of a student on a split (training's dev evaluation: no teacher, so

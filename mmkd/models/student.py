@@ -85,10 +85,19 @@ class MMKDStudent(nn.Module):
         inputs = self.model_inputs(input_ids, attention_mask, token_type_ids)
         return self.mlm.base_model(**inputs).last_hidden_state
 
-    def sentence_embedding(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def sentence_embedding(self, input_ids: Tensor, attention_mask: Tensor, normalize: bool = False) -> Tensor:
         """P_s(mean_pool(last-layer states)) (B, d_E): the student's sentence embedding in the teacher's space,
-        the one SentA trains (method section 3) and the export's Dense module applies."""
-        return self.heads.sentence(mean_pool(self.hidden_states(input_ids, attention_mask), attention_mask))
+        the one SentA trains (method section 3) and the export's Dense module applies; `normalize` as in
+        `project_sentence`."""
+        return self.project_sentence(mean_pool(self.hidden_states(input_ids, attention_mask), attention_mask),
+                                     normalize)
+
+    def project_sentence(self, pooled: Tensor, normalize: bool = False) -> Tensor:
+        """P_s of mean-pooled last-layer states (B, d_S) -> (B, d_E), run in P_s's dtype (a pool taken in
+        fp32 from bf16 states is cast back); with `normalize`, cast to fp32 and scaled to unit length
+        (as a teacher that normalises, and the export's Normalize module)."""
+        sentence = self.heads.sentence(pooled.to(self.heads.sentence.weight.dtype))
+        return torch.nn.functional.normalize(sentence.float(), dim=-1) if normalize else sentence
 
     @property
     def masked_lm_head(self) -> nn.Module | None:

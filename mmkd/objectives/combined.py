@@ -2,9 +2,12 @@
 
 L = w_tlm L_TLM + w_xwcl L_XWCL + w_sent L_SentA + w_struct_sent L_StrucA(sentence)
     + w_struct_tok L_StrucA(token)
+Each term goes by one name: its LossWeights field, its key in the train config's `weights`, its
+TensorBoard tags (train/<term>, dev/<term>) and its profile phase (loss/<term>). In the formula's
+order: tlm (w_tlm), xwcl (w_xwcl), senta (w_sent), struca_sent (w_struct_sent), struca_tok (w_struct_tok).
 A term whose weight is 0 is not computed, and a student forward pass that no remaining term needs
 is not run: TLM pass (tlm, xwcl), x alone (senta, struca_tok), y alone (senta, struca_sent). The
-MLM head runs on the masked TLM positions only, and not at all when w_tlm is 0.
+MLM head runs on the masked TLM positions only, and not at all when the tlm weight is 0.
 The passes and each term run in `mmkd.phases.phase` ranges (student_forward, loss/<term>) for
 `mmkd profile`; with no profiler recording they cost ~1 us each.
 """
@@ -33,13 +36,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weight of each term in the total; non-negative, not all zero."""
+    """Weight of each term in the total, under the term's name; non-negative, not all zero."""
 
-    w_tlm: float = 1.0
-    w_xwcl: float = 1.0
-    w_sent: float = 1.0
-    w_struct_sent: float = 1.0
-    w_struct_tok: float = 1.0
+    tlm: float = 1.0  # the method's w_tlm
+    xwcl: float = 1.0  # w_xwcl
+    senta: float = 1.0  # w_sent
+    struca_sent: float = 1.0  # w_struct_sent: StrucA over sentences
+    struca_tok: float = 1.0  # w_struct_tok: StrucA over matched tokens
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -50,14 +53,13 @@ class LossWeights:
             raise ValueError("LossWeights: every weight is 0, nothing to train")
 
 
-TERM_WEIGHTS = {"tlm": "w_tlm", "xwcl": "w_xwcl", "senta": "w_sent", "struca_sent": "w_struct_sent",
-                "struca_tok": "w_struct_tok"}  # term name -> its LossWeights field
+TERMS = tuple(spec.name for spec in fields(LossWeights))  # the loss terms, in the order they are computed
 
 
 class MMKDLossOutput(NamedTuple):
     """total: 0-dim weighted sum, carrying the graph; terms: detached value of each computed term.
 
-    `terms` holds only the terms that were computed (weight > 0), under the names of TERM_WEIGHTS.
+    `terms` holds only the terms that were computed (weight > 0), under the names of TERMS.
     A tuple, so that DeepSpeed finds `total` among the module's outputs and hooks its backward
     prologue there (its backward timers, wall_clock_breakdown and the flops profiler need that).
     """
@@ -69,7 +71,8 @@ class MMKDLossOutput(NamedTuple):
 class MMKDLoss(nn.Module):
     """The MMKD objective on one batch (architecture.md "Batches") and its cached teacher outputs.
 
-    tau_w: XWCL temperature; tau, struct_form, struct_impl: StrucA's (both granularities).
+    tau_w: XWCL temperature; struct_tau, struct_form, struct_impl: StrucA's tau, form and impl (both
+    granularities). Each argument is the train config key of the same name.
     struct_sent_mode: sentence StrucA "monolingual" (the method's: e^S(y) among themselves) or
     "cross_lingual" (structure.cross_lingual_struca_loss: P_s e^S(y_i) against every P_s e^S(x_j)).
     gather_negatives: XWCL negatives from every data-parallel rank. gather_sentence_rows: sentence
@@ -82,7 +85,7 @@ class MMKDLoss(nn.Module):
     measures against).
     """
 
-    def __init__(self, weights: LossWeights | None = None, *, tau_w: float = 0.05, tau: float = 0.1,
+    def __init__(self, weights: LossWeights | None = None, *, tau_w: float = 0.05, struct_tau: float = 0.1,
                  struct_form: str = "kl", struct_impl: str = "auto", gather_negatives: bool = False,
                  gather_sentence_rows: bool = False, gather_token_rows: bool = False,
                  full_logits: bool = False, struct_sent_mode: str = "monolingual") -> None:
@@ -97,7 +100,7 @@ class MMKDLoss(nn.Module):
         if struct_impl not in IMPLS:
             raise ValueError(f"MMKDLoss: struct_impl must be one of {IMPLS}, got {struct_impl!r}")
         self.weights = weights or LossWeights()
-        self.tau_w, self.tau = tau_w, tau
+        self.tau_w, self.struct_tau = tau_w, struct_tau
         self.struct_form, self.struct_impl = struct_form, struct_impl
         self.gather_negatives, self.gather_sentence_rows = gather_negatives, gather_sentence_rows
         self.gather_token_rows, self.full_logits = gather_token_rows, full_logits
@@ -107,47 +110,47 @@ class MMKDLoss(nn.Module):
                 teacher: TeacherOutputs) -> MMKDLossOutput:
         """The terms and their weighted total; `teacher` holds the teacher's outputs for the batch's x."""
         w = self.weights
-        cross_lingual = bool(w.w_struct_sent) and self.struct_sent_mode == "cross_lingual"
+        cross_lingual = bool(w.struca_sent) and self.struct_sent_mode == "cross_lingual"
         terms: dict[str, Tensor] = {}
         with phase("student_forward"):  # the passes in the order that draws their dropout masks
             tlm_inputs = (batch["tlm_input_ids"], batch["tlm_attention_mask"], batch["tlm_token_type_ids"])
-            if w.w_tlm:
+            if w.tlm:
                 masked = batch["tlm_labels"] != IGNORE_INDEX
                 logits, hidden_tlm = student.mlm_forward(*tlm_inputs, rows=None if self.full_logits else masked)
                 labels = batch["tlm_labels"] if self.full_logits else batch["tlm_labels"][masked]
-            elif w.w_xwcl:
+            elif w.xwcl:
                 hidden_tlm = student.hidden_states(*tlm_inputs)
-            if w.w_sent or w.w_struct_tok or cross_lingual:
+            if w.senta or w.struca_tok or cross_lingual:
                 hidden_x = student.hidden_states(batch["x_input_ids"], batch["x_attention_mask"])
-            if w.w_sent or w.w_struct_sent:
+            if w.senta or w.struca_sent:
                 hidden_y = student.hidden_states(batch["y_input_ids"], batch["y_attention_mask"])
                 pooled_y = mean_pool(hidden_y, batch["y_attention_mask"])
-        if w.w_tlm:
+        if w.tlm:
             with phase("loss/tlm"):
                 terms["tlm"] = tlm_loss(logits, labels)
-        if w.w_xwcl:
+        if w.xwcl:
             with phase("loss/xwcl"):
                 terms["xwcl"] = self._xwcl(student, batch, teacher, hidden_tlm)
-        if w.w_sent or cross_lingual:
+        if w.senta or cross_lingual:
             project = student.heads.sentence
             projected_x = project(mean_pool(hidden_x, batch["x_attention_mask"]))
             projected_y = project(pooled_y)
-        if w.w_sent:
+        if w.senta:
             with phase("loss/senta"):
                 terms["senta"] = senta_loss(projected_x, projected_y, teacher.sentence_embedding)
-        if w.w_struct_sent:
+        if w.struca_sent:
             with phase("loss/struca_sent"):
                 terms["struca_sent"] = (
-                    cross_lingual_struca_loss(projected_y, projected_x, teacher.sentence_embedding, tau=self.tau,
-                                              form=self.struct_form) if cross_lingual
+                    cross_lingual_struca_loss(projected_y, projected_x, teacher.sentence_embedding,
+                                              tau=self.struct_tau, form=self.struct_form) if cross_lingual
                     else self._struca(pooled_y, teacher.sentence_embedding, self.gather_sentence_rows))
-        if w.w_struct_tok:
+        if w.struca_tok:
             with phase("loss/struca_tok"):
                 match = batch["match_x"]
                 terms["struca_tok"] = self._struca(hidden_x[match[:, 0], match[:, 1]],
                                                    teacher.token_states[match[:, 0], match[:, 2]],
                                                    self.gather_token_rows)
-        total = sum(getattr(w, TERM_WEIGHTS[name]) * value for name, value in terms.items())
+        total = sum(getattr(w, name) * value for name, value in terms.items())
         return MMKDLossOutput(total, {name: value.detach() for name, value in terms.items()})
 
     def _xwcl(self, student: MMKDStudent, batch: Mapping[str, Tensor], teacher: TeacherOutputs,
@@ -170,11 +173,13 @@ class MMKDLoss(nn.Module):
     def _struca(self, student_rows: Tensor, teacher_rows: Tensor, gather: bool) -> Tensor:
         """StrucA over this rank's rows (sentence: U = e^S(y), V = e^T(x); token: matched states), or,
         with `gather`, over every rank's rows, the local rows' gradient scaled by the world size."""
+        if gather:
+            student_rows, _ = gather_rows(student_rows)
+            teacher_rows, _ = gather_rows(teacher_rows)
+        loss = struca_loss(student_rows, teacher_rows, tau=self.struct_tau, form=self.struct_form,
+                           impl=self.struct_impl)
         if not gather:
-            return struca_loss(student_rows, teacher_rows, tau=self.tau, form=self.struct_form, impl=self.struct_impl)
-        student_rows, _ = gather_rows(student_rows)
-        teacher_rows, _ = gather_rows(teacher_rows)
-        loss = struca_loss(student_rows, teacher_rows, tau=self.tau, form=self.struct_form, impl=self.struct_impl)
+            return loss
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         return _scale_gradient(loss, world)
 

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,6 +48,11 @@ from mmkd.teacher_cache.store import (
     verify_checksum,
 )
 
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from mmkd.models.teacher import Teacher
+
 BUILD_FIELDS = (*CHECKED_FIELDS, "shard_size")  # a resumed build must also keep the shard layout
 # Ranks reach the end barrier at different times (uneven shards): wait for hours, not the default 30 min.
 BARRIER_TIMEOUT = timedelta(hours=12)
@@ -69,7 +74,7 @@ class BuildSummary:
     kept: list[int]  # shards this rank found complete
 
 
-def build_teacher_cache(teacher: Any, corpus_split: Any, out: str | Path, *, max_length: int = 128,
+def build_teacher_cache(teacher: Teacher, corpus_split: Dataset, out: str | Path, *, max_length: int = 128,
                         batch_size: int = 64, shard_size: int = 4096, split: str | None = None,
                         corpus_path: str | None = None, device: str | torch.device | None = None
                         ) -> BuildSummary:
@@ -192,7 +197,7 @@ def teacher_precision(device: torch.device) -> AbstractContextManager:
     return torch.autocast("cuda", dtype=dtype)
 
 
-def build_shard(teacher: Any, sentences: Sequence[str], shard: int, shard_size: int, root: Path,
+def build_shard(teacher: Teacher, sentences: Sequence[str], shard: int, shard_size: int, root: Path,
                 identity: dict[str, Any], max_length: int, batch_size: int, progress: tqdm) -> None:
     """Encode sentences [shard * shard_size, (shard + 1) * shard_size) and write shard `shard`.
 

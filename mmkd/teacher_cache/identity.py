@@ -9,12 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import PreTrainedTokenizerBase
 
 from mmkd.corpus.schema import column
 from mmkd.errors import MMKDError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from mmkd.models.teacher import Teacher
 
 FORMAT_VERSION = 2  # 2: only the tokens training reads (no specials), no character offsets
 TOKEN_DTYPE = "float16"  # token states and sentence embeddings
@@ -53,7 +58,7 @@ def src_fingerprint(texts: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-def split_sources(corpus_split: Any, where: str) -> list[str]:
+def split_sources(corpus_split: Dataset, where: str) -> list[str]:
     """The `src` column of a corpus split (a datasets.Dataset) as a list; MMKDError naming `where`."""
     if "src" not in getattr(corpus_split, "column_names", ()):
         raise MMKDError(f"{where}: corpus split has no 'src' column (columns: "
@@ -65,7 +70,7 @@ def split_sources(corpus_split: Any, where: str) -> list[str]:
     return texts
 
 
-def split_identity(corpus_split: Any, where: str, stored: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def split_identity(corpus_split: Dataset, where: str, stored: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """num_examples, corpus_sha256 and corpus_fingerprint (the datasets fingerprint) of a corpus split.
 
     When `stored` (a manifest) records the split's datasets fingerprint and length, its corpus_sha256
@@ -80,7 +85,7 @@ def split_identity(corpus_split: Any, where: str, stored: Mapping[str, Any] | No
     return {"num_examples": len(texts), "corpus_sha256": src_fingerprint(texts), "corpus_fingerprint": fingerprint}
 
 
-def cache_identity(teacher: Any, texts: Sequence[str], max_length: int, *, split: str | None = None,
+def cache_identity(teacher: Teacher, texts: Sequence[str], max_length: int, *, split: str | None = None,
                    corpus_path: str | None = None) -> dict[str, Any]:
     """The manifest fields that identify a cache of `teacher` over the sentences `texts`."""
     return {

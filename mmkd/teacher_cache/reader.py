@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,12 @@ from mmkd.teacher_cache.identity import (
     split_identity,
 )
 from mmkd.teacher_cache.store import MANIFEST, SHARD_ARRAYS, load_json, open_array, verify_checksum
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from mmkd.data.collate import MMKDCollator
+    from mmkd.models.teacher import Teacher
 
 
 @dataclass
@@ -72,7 +78,7 @@ class TeacherCache:
         self._map_files()
 
     @classmethod
-    def open(cls, path: str | Path, *, teacher: Any, corpus_split: Any, max_length: int,
+    def open(cls, path: str | Path, *, teacher: Teacher, corpus_split: Dataset, max_length: int,
              corpus_dir: str | Path | None = None) -> TeacherCache:
         """Open the cache in `path`, refusing it (MMKDError naming the fields) unless it was built with
         this teacher (weights, tokenizer, layer, pooling, normalize), `max_length` and `corpus_split`
@@ -176,7 +182,7 @@ class CachedTeacherCollator:
     teacher_token_states and teacher_sentence_embedding, so the lookup runs where the collator does:
     in the DataLoader's workers, pinned by its pin_memory, off the training process's critical path."""
 
-    collator: Any
+    collator: MMKDCollator
     cache: TeacherCache
 
     def set_epoch(self, epoch: int) -> None:
