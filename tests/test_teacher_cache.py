@@ -331,12 +331,13 @@ def test_a_cache_of_the_same_inputs_in_an_older_format_is_rebuilt_in_place(cache
     manifest = json.loads((cache_copy / "manifest.json").read_text())
     (cache_copy / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
     (cache_copy / "shard-00000.offsets.npy").write_bytes(b"format 1 leftover")
-    assert not cache_is_current(cache_copy)
+    assert not cache_is_current(cache_copy, MAX_LENGTH)
     summary = build_teacher_cache(teacher, train, cache_copy, max_length=MAX_LENGTH, batch_size=2,
                                   shard_size=SHARD_SIZE)
     assert (summary.built, summary.kept) == ([0, 1, 2], [])
     assert "format 1, rebuilding it in format 2" in capsys.readouterr().out
-    assert cache_is_current(cache_copy) and not list(cache_copy.glob("*offsets*"))
+    assert cache_is_current(cache_copy, MAX_LENGTH) and not list(cache_copy.glob("*offsets*"))
+    assert not cache_is_current(cache_copy, MAX_LENGTH + 1)  # another max_length is not this stage's cache
 
 
 def test_a_process_group_of_another_size_than_world_size_is_refused(monkeypatch):
