@@ -32,6 +32,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmkd.train import main
+    """Train the recipe; rank 0 prints one line: steps, what stopped the run, schedule, export."""
+    from mmkd.train import train
+    from mmkd.train_config import load_train_config
 
-    return main([args.recipe, *args.overrides])
+    summary = train(load_train_config(args.recipe, args.overrides))
+    if summary["rank"] == 0:
+        print(f"mmkd train: {summary['steps']} of {summary['total_steps']} steps, stopped by "
+              f"{summary['stopped_by']}; schedule at {summary['progress']:.0%} (lr {summary['lr']:.3g}), "
+              f"{summary['skipped']} skipped steps; export: {summary['export'] or 'none'}", flush=True)
+    return 0
