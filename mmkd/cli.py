@@ -3,7 +3,9 @@
 The table below owns each subcommand's name and one-line help; only the module of the subcommand
 being run is imported (the others pull in torch, transformers or datasets, seconds of start-up).
 Each module defines `configure(parser) -> None`, which adds its arguments and sets `func=run`
-(a callable taking the parsed namespace and returning an exit code).
+(a callable taking the parsed namespace and returning an exit code), and `leading_options=NAME` when
+its REMAINDER argument NAME may start with options (argparse leaves those unparsed: `main` puts them
+back in front).
 
 `main` is every entry point's way in: `mmkd ...`, and `python -m mmkd.train`, `mmkd.profiling` and
 `mmkd.teacher_cache` (what `deepspeed --module` runs), which call it with their subcommand's name.
@@ -58,7 +60,12 @@ def without_local_rank(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the subcommand `argv` names (default: sys.argv[1:]); returns its exit code, 2 on an MMKDError."""
     argv = without_local_rank(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # options before a subcommand's first positional: only one that names where they go takes them
+        if getattr(args, "leading_options", None) is None:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        setattr(args, args.leading_options, [*unknown, *getattr(args, args.leading_options)])
     try:
         return int(args.func(args) or 0)
     except MMKDError as err:
