@@ -39,6 +39,7 @@ from deepspeed.accelerator import get_accelerator
 
 from mmkd import checkpoint_dir
 from mmkd.errors import MMKDError
+from mmkd.loop_state import LoopState
 from mmkd.models.pooling import mean_pool
 from mmkd.models.sentence_transformer import save_sentence_transformer
 from mmkd.models.student import MMKDStudent, load_student
@@ -130,16 +131,16 @@ def load_rng_states(path: Path) -> None:
         get_accelerator().set_rng_state(tensors["accelerator"])
 
 
-def run_facts(engine: DeepSpeedEngine, cfg: TrainConfig, loop: dict[str, int]) -> dict[str, Any]:
+def run_facts(engine: DeepSpeedEngine, cfg: TrainConfig, loop: LoopState) -> dict[str, Any]:
     """What a checkpoint records besides its files: the loop state and what a resume must match."""
     precision = "bf16" if engine.bfloat16_enabled() else "fp16" if engine.fp16_enabled() else "fp32"
-    return {"step": loop["step"], "loop": dict(loop), "world_size": dist.get_world_size(),
+    return {"step": loop.step, "loop": loop.to_manifest(), "world_size": dist.get_world_size(),
             "micro_batch": engine.train_micro_batch_size_per_gpu(),
             "accumulation": engine.gradient_accumulation_steps(),
             "zero_stage": engine.zero_optimization_stage(), "precision": precision, "train_config": cfg.to_dict()}
 
 
-def save_checkpoint(engine: DeepSpeedEngine, cfg: TrainConfig, loop: dict[str, int]) -> str:
+def save_checkpoint(engine: DeepSpeedEngine, cfg: TrainConfig, loop: LoopState) -> str:
     """Write checkpoint `step<global_steps>` on every rank, publish it (rank 0) and rotate old ones
     away (keep_checkpoints); returns its tag. A failed write (disk full) raises MMKDError naming the file."""
     root, rank = checkpoint_root(cfg.output_dir), dist.get_rank()
@@ -163,7 +164,7 @@ def save_checkpoint(engine: DeepSpeedEngine, cfg: TrainConfig, loop: dict[str, i
     return tag
 
 
-def load_checkpoint(engine: DeepSpeedEngine, cfg: TrainConfig) -> tuple[dict[str, int], str]:
+def load_checkpoint(engine: DeepSpeedEngine, cfg: TrainConfig) -> tuple[LoopState, str]:
     """Restore the newest complete checkpoint (or `cfg.resume_from`) into `engine` and this rank's
     RNG states; returns (loop state, tag). Names on rank 0 the newer folders it skipped and why.
 
@@ -174,7 +175,8 @@ def load_checkpoint(engine: DeepSpeedEngine, cfg: TrainConfig) -> tuple[dict[str
     root = checkpoint_root(cfg.output_dir)
     folder, skipped = checkpoint_dir.choose(root, cfg.resume_from)
     facts = checkpoint_dir.read_manifest(folder)
-    here = run_facts(engine, cfg, facts["loop"])
+    loop = LoopState.from_manifest(facts["loop"])
+    here = run_facts(engine, cfg, loop)
     different = [f"{key} {facts[key]} there, {here[key]} here" for key in RUN_KEYS if facts[key] != here[key]]
     if different:
         raise MMKDError(f"{folder}: written by a run of another shape ({'; '.join(different)}); resume with the "
@@ -197,7 +199,7 @@ def load_checkpoint(engine: DeepSpeedEngine, cfg: TrainConfig) -> tuple[dict[str
     if path is None:
         raise MMKDError(f"{folder}: DeepSpeed found no checkpoint files in it")
     load_rng_states(rng_file(folder, dist.get_rank()))
-    return dict(facts["loop"]), folder.name
+    return loop, folder.name
 
 
 def fp32_student_state(engine: DeepSpeedEngine, tag: str, output_dir: str | Path) -> dict[str, torch.Tensor]:

@@ -3,13 +3,14 @@
   mmkd profile RECIPE [--key=value ...] [--steps N] [--warmup W] --report DIR
   MODULE=mmkd.profiling scripts/launch.sh RECIPE ... --report DIR     (several ranks; rank 0 reports)
 
-The steps are train.py's own (`optimizer_step`), run under torch.profiler: their parts are the
-mmkd.phases ranges (data, teacher, forward with student_forward and loss/<term> inside, backward,
-step), and communication is the union of the collectives' spans (gloo/c10d ops on a CPU, NCCL
-kernels on a GPU; it lies inside backward and step, and may overlap compute there). The DeepSpeed
-config gets `wall_clock_breakdown: true` (its fwd/bwd/bwd_allreduce/step timers are reported beside
-ours) and a `flops_profiler` block that profiles the last warm-up step into DIR/flops_profiler.txt;
-its tensorboard block is dropped so a profile writes nothing into the recipe's output_dir.
+The steps are training's own, after its start-up (`mmkd.train.Distillation`: `setup`, then `step`),
+run under torch.profiler: their parts are the mmkd.phases ranges (data, teacher, forward with
+student_forward and loss/<term> inside, backward, step), and communication is the union of the
+collectives' spans (gloo/c10d ops on a CPU, NCCL kernels on a GPU; it lies inside backward and step,
+and may overlap compute there). The DeepSpeed config gets `wall_clock_breakdown: true` (its
+fwd/bwd/bwd_allreduce/step timers are reported beside ours) and a `flops_profiler` block that
+profiles the last warm-up step into DIR/flops_profiler.txt; its tensorboard block is dropped so a
+profile writes nothing into the recipe's output_dir.
 Times are milliseconds per optimizer step, means over the N measured steps, on rank 0.
 """
 
@@ -19,7 +20,6 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,16 +27,15 @@ import torch
 from deepspeed.accelerator import get_accelerator
 from torch.autograd import DeviceType
 
-from mmkd import monitoring
-from mmkd.engine import build_engine, compute_dtype, load_ds_config, parameter_count
+from mmkd import cli, monitoring
+from mmkd.engine import load_ds_config, parameter_count
 from mmkd.errors import MMKDError
 from mmkd.objectives.combined import TERMS
 from mmkd.phases import PREFIX
-from mmkd.train import IndexedSplit, Setup, micro_batches, optimizer_step, prepare, split_args
-from mmkd.train_config import TrainConfig, load_train_config
+from mmkd.train import Distillation
+from mmkd.train_config import TrainConfig
 
 if TYPE_CHECKING:
-    from deepspeed import DeepSpeedEngine
     from torch.autograd.profiler_util import EventList
 
 STEP_PHASES = ("data", "teacher", "forward", "backward", "step")  # a micro-step, in order; they add up
@@ -69,21 +68,6 @@ def profiling_ds_config(ds_config: dict[str, Any], report_dir: Path, profile_ste
                                 "top_modules": 3, "detailed": True,
                                 "output_file": str(report_dir / FILES["flops_profiler"])}
     return config
-
-
-def start_training(cfg: TrainConfig, ds_config: dict[str, Any], run: Setup | None = None
-                   ) -> tuple[Setup, DeepSpeedEngine, Iterator[dict[str, Any]]]:
-    """(setup, engine in train mode, training micro-batches from the first) for `cfg` on `ds_config`,
-    the live teacher moved to the engine's device; `run`: a setup already prepared from them."""
-    run = run or prepare(cfg, ds_config)
-    engine = build_engine(run.student, run.loss, run.ds_config)
-    if run.cache is None:
-        run.teacher.model.to(engine.device)
-    engine.train()  # from_pretrained leaves the student in eval mode, dropout off
-    loop = {"step": 0, "epoch": 0, "consumed": 0}
-    batches = micro_batches(IndexedSplit(run.corpus["train"]), run.sampler, run.train_collator, run.micro, run.world,
-                            loop, cfg.num_workers)
-    return run, engine, batches
 
 
 def span_union_ms(spans: list[tuple[float, float]]) -> float:
@@ -125,11 +109,12 @@ def profile(cfg: TrainConfig, steps: int, warmup: int, report_dir: Path) -> dict
                         "runs on the last warm-up step, outside the measured ones)")
     report_dir.mkdir(parents=True, exist_ok=True)
     ds_config = profiling_ds_config(load_ds_config(cfg.ds_config, cfg.ds), report_dir, profile_step=warmup - 1)
-    run, engine, batches = start_training(cfg, ds_config)
+    distillation = Distillation(cfg, ds_config, measuring=True)
+    distillation.setup()
+    run, engine, peak = distillation.run, distillation.engine, distillation.peak
     n_params = parameter_count(engine.module.student)
-    peak = monitoring.peak_tflops(cfg.peak_tflops, compute_dtype(run.ds_config), engine.device)
     for _ in range(warmup):
-        optimizer_step(engine, batches, run.cache, run.teacher, run.accumulation)
+        distillation.step()
     on_gpu = engine.device.type == "cuda"
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if on_gpu else [])
     throughput = monitoring.Throughput(run.world, peak)
@@ -139,7 +124,7 @@ def profile(cfg: TrainConfig, steps: int, warmup: int, report_dir: Path) -> dict
         throughput.restart()
         start = time.perf_counter()
         for _ in range(steps):
-            for batch, _out in optimizer_step(engine, batches, run.cache, run.teacher, run.accumulation):
+            for batch, _out in distillation.step():
                 throughput.add_batch(batch, run.flops(batch))
             timers = engine.get_wall_clock_timers()  # the global timers cover the whole optimizer step
             for name in DEEPSPEED_TIMERS:
@@ -241,10 +226,10 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_options(argv: list[str]) -> tuple[str | None, argparse.Namespace, list[str]]:
-    """(recipe, --steps/--warmup/--report, train config overrides) from `mmkd profile`'s arguments in any
-    order; the launcher's --local_rank=N is dropped."""
-    recipe, rest = split_args(argv)
+def parse_options(argv: list[str]) -> tuple[str, argparse.Namespace, list[str]]:
+    """(recipe, --steps/--warmup/--report, train config overrides) from `mmkd profile`'s arguments: the
+    recipe first, then the options and overrides in any order."""
+    recipe, *rest = argv
     parser = argparse.ArgumentParser(prog="mmkd profile", allow_abbrev=False, add_help=False)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -253,24 +238,17 @@ def parse_options(argv: list[str]) -> tuple[str | None, argparse.Namespace, list
     return recipe, options, overrides
 
 
+def summary_line(report: dict[str, Any], report_dir: Path) -> str:
+    """The one SUMMARY line `mmkd profile` prints (rank 0)."""
+    mfu = f", MFU {100 * report['mfu']:.3g}%" if "mfu" in report else ""
+    return (f"SUMMARY: {report['steps']} steps, {report['step_ms']:.1f} ms/step, {report['samples_per_s']:.1f} "
+            f"samples/s, {report['tokens_per_s']:.0f} tokens/s, {report['tflops']:.3g} TFLOP/s{mfu}; "
+            f"report {report_dir / FILES['markdown']}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `mmkd profile` and `python -m mmkd.profiling` (launchers); prints one SUMMARY line."""
-    try:
-        recipe, options, overrides = parse_options(sys.argv[1:] if argv is None else argv)
-    except SystemExit:
-        return 2
-    report_dir = Path(options.report)
-    try:
-        report = profile(load_train_config(recipe, overrides), options.steps, options.warmup, report_dir)
-    except MMKDError as err:
-        print(f"mmkd profile: error: {err}", file=sys.stderr)
-        return 2
-    if torch.distributed.get_rank() == 0:
-        mfu = f", MFU {100 * report['mfu']:.3g}%" if "mfu" in report else ""
-        print(f"SUMMARY: {report['steps']} steps, {report['step_ms']:.1f} ms/step, {report['samples_per_s']:.1f} "
-              f"samples/s, {report['tokens_per_s']:.0f} tokens/s, {report['tflops']:.3g} TFLOP/s{mfu}; "
-              f"report {report_dir / FILES['markdown']}", flush=True)
-    return 0
+    """`python -m mmkd.profiling ARGS` (scripts/profile_throughput.sh, under the launcher): `mmkd profile ARGS`."""
+    return cli.main(["profile", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

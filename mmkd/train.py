@@ -7,8 +7,13 @@
   continue a run:     the same command with --resume
   also:               mmkd train recipe.yaml --key=value ...   (one process)
 
-The recipe is a TrainConfig (mmkd/train_config.py): JSON/YAML file, then --key=value overrides.
-Batch sizes, lr, optimizer, scheduler, precision and ZeRO stage come from its ds_config JSON.
+Every form runs `mmkd train` (mmkd/cli.py: the launcher's --local_rank, errors, exit codes). The recipe is
+a TrainConfig (mmkd/train_config.py): JSON/YAML file, then --key=value overrides. Batch sizes, lr,
+optimizer, scheduler, precision and ZeRO stage come from its ds_config JSON.
+
+A run is a `Distillation`: `setup` (data, teacher, student, engine, loop state, micro-batches), `train`
+(the loop: step, count, log, evaluate_dev, save_checkpoint) and `finish` (the export); `mmkd profile`
+and scripts/bench_step.py time its `step` after the same `setup`.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from datasets import DatasetDict
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mmkd import checkpointing, master_weights, monitoring
+from mmkd import checkpointing, cli, master_weights, monitoring
 from mmkd.corpus.schema import load_corpus
 from mmkd.data import LanguageSampler, MMKDCollator
 from mmkd.engine import (
@@ -48,6 +53,7 @@ from mmkd.engine import (
 from mmkd.errors import MMKDError
 from mmkd.evaluation.retrieval import DEV_RETRIEVAL_POOL, dev_retrieval
 from mmkd.flops import EncoderShape, MicroStepFlops
+from mmkd.loop_state import LoopState
 from mmkd.models.teacher import TeacherOutputs, load_teacher
 from mmkd.objectives.combined import TERMS, LossWeights, MMKDLoss, MMKDLossOutput
 from mmkd.phases import phase
@@ -56,7 +62,7 @@ from mmkd.step_health import StepHealth
 from mmkd.teacher_cache import TeacherCache
 from mmkd.teacher_cache.build import teacher_precision
 from mmkd.teacher_cache.reader import CachedTeacherCollator
-from mmkd.train_config import TrainConfig, config_key_help, load_train_config, save_train_config
+from mmkd.train_config import TrainConfig, save_train_config
 
 if TYPE_CHECKING:
     import datasets
@@ -77,14 +83,6 @@ class IndexedSplit(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {**self.split[index], "index": index}
-
-
-def split_args(argv: list[str]) -> tuple[str | None, list[str]]:
-    """(recipe file or None, --key=value overrides); drops the launcher's --local_rank=N."""
-    args = [arg for arg in argv if not arg.startswith(("--local_rank", "--local-rank"))]
-    if args and not args[0].startswith("--"):
-        return args[0], args[1:]
-    return None, args
 
 
 def seed_everything(seed: int) -> None:
@@ -118,24 +116,40 @@ def teacher_outputs(batch: dict[str, Any], cache: TeacherCache | None, teacher: 
                           found.attention_mask.to(device, non_blocking=True))
 
 
-def micro_batches(dataset: IndexedSplit, sampler: LanguageSampler, collator: MMKDCollator | CachedTeacherCollator,
-                  micro: int, world: int, loop: dict[str, int], num_workers: int) -> Iterator[dict[str, Any]]:
-    """Collated training micro-batches from loop["epoch"], loop["consumed"] on, epoch after epoch.
+class MicroBatches:
+    """This rank's collated training micro-batches, epoch after epoch, from a data position on.
 
-    loop["consumed"] (global samples of the epoch, all ranks) and loop["epoch"] advance as batches
-    are handed out, so a checkpoint taken between steps records exactly where the data stands.
+    `epoch` and `consumed` (global samples of that epoch handed out, all ranks) say where the next
+    micro-batch comes from; they advance as batches are handed out, so the position read between
+    two optimizer steps is exactly where the data stands (the loop state a checkpoint records).
     """
-    while True:
-        sampler.set_epoch(loop["epoch"], loop["consumed"])
-        collator.set_epoch(loop["epoch"])
-        loader = DataLoader(dataset, batch_size=micro, sampler=sampler, collate_fn=collator, drop_last=True,
-                            num_workers=num_workers, pin_memory=torch.cuda.is_available(),
-                            generator=torch.Generator())  # not the global RNG
-        for batch in loader:
-            loop["consumed"] += micro * world
-            yield batch
-        loop["epoch"] += 1
-        loop["consumed"] = 0
+
+    def __init__(self, dataset: IndexedSplit, sampler: LanguageSampler,
+                 collator: MMKDCollator | CachedTeacherCollator, micro: int, world: int,
+                 num_workers: int, epoch: int = 0, consumed: int = 0) -> None:
+        self.dataset, self.sampler, self.collator = dataset, sampler, collator
+        self.micro, self.world, self.num_workers = micro, world, num_workers
+        self.epoch, self.consumed = epoch, consumed
+        self.batches = self.from_position()
+
+    def __iter__(self) -> MicroBatches:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        return next(self.batches)
+
+    def from_position(self) -> Iterator[dict[str, Any]]:
+        while True:
+            self.sampler.set_epoch(self.epoch, self.consumed)
+            self.collator.set_epoch(self.epoch)
+            loader = DataLoader(self.dataset, batch_size=self.micro, sampler=self.sampler, collate_fn=self.collator,
+                                drop_last=True, num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
+                                generator=torch.Generator())  # not the global RNG
+            for batch in loader:
+                self.consumed += self.micro * self.world
+                yield batch
+            self.epoch += 1
+            self.consumed = 0
 
 
 def dev_plan(langs: list[str], micro: int, per_language: int, rank: int, world: int
@@ -210,6 +224,11 @@ class Setup:
     terms: list[str]  # computed MMKDLoss terms (weight > 0)
     flops: MicroStepFlops  # FLOPs of one micro-batch, for train/tflops and MFU
 
+    def micro_batches(self, num_workers: int, epoch: int = 0, consumed: int = 0) -> MicroBatches:
+        """This rank's training micro-batches from data position (epoch, consumed) on."""
+        return MicroBatches(IndexedSplit(self.corpus["train"]), self.sampler, self.train_collator, self.micro,
+                            self.world, num_workers, epoch, consumed)
+
 
 def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     """Join the process group, seed, and build data, teacher (outside any zero.Init), student and loss."""
@@ -262,8 +281,8 @@ def rank_zero_first(rank: int) -> Iterator[None]:
         dist.barrier()
 
 
-def optimizer_step(engine: Any, batches: Iterator[dict[str, Any]], cache: Any, teacher: Any,
-                   accumulation: int) -> list[tuple[dict[str, Any], MMKDLossOutput]]:
+def optimizer_step(engine: DeepSpeedEngine, batches: Iterator[dict[str, Any]], cache: TeacherCache | None,
+                   teacher: Teacher, accumulation: int) -> list[tuple[dict[str, Any], MMKDLossOutput]]:
     """One optimizer step: `accumulation` micro-batches, each forward, backward and engine.step()
     (DeepSpeed updates at the accumulation boundary). Returns each micro-batch (CPU) with its loss
     output. Its parts are the mmkd.phases ranges data, teacher, forward, backward, step."""
@@ -284,127 +303,221 @@ def optimizer_step(engine: Any, batches: Iterator[dict[str, Any]], cache: Any, t
     return done
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run the recipe; returns {"rank", "steps", "stopped_by", "last": last logged scalars, "export"}."""
-    # ---- setup: everything is built before the first step; the teacher outside any zero.Init ----
-    checkpointing.check_output_dir(cfg)
-    run = prepare(cfg, load_ds_config(cfg.ds_config, cfg.ds))
-    rank, world, corpus, teacher, cache = run.rank, run.world, run.corpus, run.teacher, run.cache
-    micro, accumulation, total_steps, terms = run.micro, run.accumulation, run.total_steps, run.terms
-    if cfg.overwrite and rank == 0:
-        checkpointing.clear_output_dir(cfg.output_dir)
-    dist.barrier()
-    engine = build_engine(run.student, run.loss, run.ds_config, source=cfg.ds_config)
-    monitoring.own_monitor(engine)  # one TensorBoard namespace, against optimizer steps
-    master_weights.load_fp32_student(engine, cfg.student, teacher.hidden_size, teacher.sentence_size)
-    # Seeded again: building the student draws random numbers under ZeRO-3 (zero.Init initialises the values it
-    # partitions) and not in the other stages; dropout and masking then start from the same state in every stage.
-    seed_everything(cfg.seed + rank)
-    dtype = compute_dtype(run.ds_config)
-    if cache is None or run.dev_cache is None:
-        teacher.model.to(engine.device)  # it runs in the loop or at evaluation
-    dev_collator = copy.copy(run.collator)  # its own epoch (0): dev batches are masked the same at every evaluation
-    dev_languages = sorted(set(corpus["dev"]["lang"]))
-    plan = dev_plan(corpus["dev"]["lang"], micro, cfg.eval_batches, rank, world)
-    n_params = parameter_count(engine.module.student)
-    peak = monitoring.peak_tflops(cfg.peak_tflops, dtype, engine.device)
-    if rank == 0:
-        print(f"mmkd train: {world} rank(s), micro-batch {micro} x accumulation {accumulation}, "
-              f"{total_steps} steps ({run.steps_per_epoch}/epoch), student {n_params / 1e6:.2f}M params, "
-              f"teacher {'live' if cache is None else 'cached'}, compute dtype {str(dtype).removeprefix('torch.')} "
-              f"(ZeRO stage {engine.zero_optimization_stage()}), peak {peak:.2f} TFLOP/s per device", flush=True)
-        print(f"mmkd train: {global_batch_note(run.ds_config, micro * accumulation * world)}", flush=True)
-        for warning in [*schedule_warnings(run.ds_config, total_steps), emulated_bf16_warning(dtype, engine.device)]:
-            if warning:
-                print(f"mmkd train: warning: {warning}", flush=True)
+class Distillation:
+    """A distillation run, split as torchtune's recipes are: `setup` builds everything before the first
+    optimizer step, `train` runs the loop, `finish` exports the student and sums the run up.
 
-    loop, tag = {"step": 0, "epoch": 0, "consumed": 0}, None  # tag: the newest checkpoint of this run
-    if cfg.resume or cfg.resume_from is not None:
-        loop, tag = checkpointing.load_checkpoint(engine, cfg)  # last: it restores the RNG states
-    if rank == 0:  # after the resume checks: a refused resume leaves the run's train config as it was
-        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-        save_train_config(cfg, Path(cfg.output_dir) / checkpointing.TRAIN_CONFIG)
-        monitoring.write_config_text(engine, {"train_config": cfg.to_dict(), "ds_config": run.ds_config})
-    loop.setdefault("changed_steps", loop["step"])  # steps that changed the weights (older checkpoints: all)
-    loop.setdefault("train_seconds", 0.0)  # loop time of the runs resumed, for the time-bounded schedule
-    engine.train()  # from_pretrained leaves the student in eval mode, dropout off
-    batches = micro_batches(IndexedSplit(corpus["train"]), run.sampler, run.train_collator, micro, world, loop,
-                            cfg.num_workers)
-    throughput = monitoring.Throughput(world, peak)
-    bar = monitoring.progress_bar(total_steps, loop["step"], rank == 0 and cfg.progress_bar)
-    budget = RunBudget(total_steps, 60 * cfg.max_time_minutes, elapsed_before=loop["train_seconds"])
-    health = StepHealth(cfg.max_skipped_steps, changed_before=loop["changed_steps"])
-    elapsed = loop["train_seconds"]  # the first step of a run starts where the resumed runs stopped
-    lr = engine.get_lr()[0]
-    stopped_by, last, logged_at = "max_steps", {}, loop["step"]
-    sums = torch.zeros(len(terms) + 1, dtype=torch.float64, device=engine.device)
+    `mmkd train` runs the three (`train` below). `mmkd profile` and scripts/bench_step.py build it with
+    `measuring=True`, run `setup` and time `step`: the same data, engine, fp32 master weights, seeds,
+    teacher placement and micro-batches as training, without output_dir (no checks, resume, train
+    config or TensorBoard text), the start-up lines or dev evaluation.
+    """
+
+    # built by setup
+    run: Setup
+    engine: DeepSpeedEngine  # of DistillationModule
+    state: LoopState
+    batches: MicroBatches
+    tag: str | None  # the newest checkpoint of this run
+    dev_batches: list[tuple[str, list[int], float]]  # this rank's dev batches (dev_plan); [] = no evaluation
+    dev_collator: MMKDCollator  # a copy with its own epoch (0): dev batches are masked the same every time
+    dev_languages: list[str]
+    peak: float  # TFLOP/s per device, for MFU
+    # kept by train
+    budget: RunBudget
+    health: StepHealth
+    bar: tqdm
+    throughput: monitoring.Throughput
+    sums: torch.Tensor  # (1 + terms,) float64: total and each computed term, summed since the last log
+    logged_at: int  # the step of the last log
+    lr: float  # the lr the last step ran at
+    last: dict[str, float]  # the last logged train/ scalars, with "step"
+    stopped_by: str  # "max_steps" or "max_time_minutes"
+
+    def __init__(self, cfg: TrainConfig, ds_config: dict[str, Any], measuring: bool = False) -> None:
+        self.cfg, self.ds_config, self.measuring = cfg, ds_config, measuring
+
+    # ---- setup: everything is built before the first step; the teacher outside any zero.Init ----
+    def setup(self, run: Setup | None = None) -> None:
+        """Data, teacher, student and loss (`prepare`, or `run` prepared from the same cfg and ds_config),
+        the engine in train mode, the loop state (a resumed checkpoint's, else step 0) and the
+        micro-batches from its data position. The teacher goes to the engine's device when it runs: in
+        the loop (no train cache) or at dev evaluation (no dev cache). Raises MMKDError (bad config,
+        output_dir, checkpoint)."""
+        cfg = self.cfg
+        if not self.measuring:
+            checkpointing.check_output_dir(cfg)
+        run = self.run = run or prepare(cfg, self.ds_config)
+        if cfg.overwrite and run.rank == 0 and not self.measuring:
+            checkpointing.clear_output_dir(cfg.output_dir)
+        dist.barrier()
+        engine = self.engine = build_engine(run.student, run.loss, run.ds_config, source=cfg.ds_config)
+        monitoring.own_monitor(engine)  # one TensorBoard namespace, against optimizer steps
+        master_weights.load_fp32_student(engine, cfg.student, run.teacher.hidden_size, run.teacher.sentence_size)
+        # Seeded again: building the student draws random numbers under ZeRO-3 (zero.Init initialises the values it
+        # partitions) and not in the other stages; dropout and masking then start from the same state in every stage.
+        seed_everything(cfg.seed + run.rank)
+        self.dev_batches = [] if self.measuring else dev_plan(run.corpus["dev"]["lang"], run.micro, cfg.eval_batches,
+                                                           run.rank, run.world)
+        if run.cache is None or (self.dev_batches and run.dev_cache is None):
+            run.teacher.model.to(engine.device)
+        self.dev_collator = copy.copy(run.collator)
+        self.dev_languages = sorted(set(run.corpus["dev"]["lang"]))
+        self.peak = monitoring.peak_tflops(cfg.peak_tflops, compute_dtype(run.ds_config), engine.device)
+        self.state, self.tag = LoopState(), None  # tag: the newest checkpoint of this run
+        if not self.measuring:
+            self.announce()
+            if cfg.resume or cfg.resume_from is not None:
+                self.state, self.tag = checkpointing.load_checkpoint(engine, cfg)  # last: it restores the RNG states
+            self.record_config()  # after the resume checks: a refused resume leaves the run's train config as it was
+        engine.train()  # from_pretrained leaves the student in eval mode, dropout off
+        self.batches = run.micro_batches(cfg.num_workers, self.state.epoch, self.state.consumed)
+
+    def announce(self) -> None:
+        """The start-up lines (rank 0): geometry, steps, sizes, precision, global batch, schedule warnings."""
+        run, engine = self.run, self.engine
+        if run.rank != 0:
+            return
+        dtype = compute_dtype(run.ds_config)
+        n_params = parameter_count(engine.module.student)
+        print(f"mmkd train: {run.world} rank(s), micro-batch {run.micro} x accumulation {run.accumulation}, "
+              f"{run.total_steps} steps ({run.steps_per_epoch}/epoch), student {n_params / 1e6:.2f}M params, "
+              f"teacher {'live' if run.cache is None else 'cached'}, compute dtype "
+              f"{str(dtype).removeprefix('torch.')} (ZeRO stage {engine.zero_optimization_stage()}), "
+              f"peak {self.peak:.2f} TFLOP/s per device", flush=True)
+        print(f"mmkd train: {global_batch_note(run.ds_config, run.micro * run.accumulation * run.world)}", flush=True)
+        warnings = [*schedule_warnings(run.ds_config, run.total_steps), emulated_bf16_warning(dtype, engine.device)]
+        for warning in filter(None, warnings):
+            print(f"mmkd train: warning: {warning}", flush=True)
+
+    def record_config(self) -> None:
+        """Rank 0: output_dir/train_config.json and the TensorBoard text run/config."""
+        if self.run.rank == 0:
+            Path(self.cfg.output_dir).mkdir(parents=True, exist_ok=True)
+            save_train_config(self.cfg, Path(self.cfg.output_dir) / checkpointing.TRAIN_CONFIG)
+            monitoring.write_config_text(self.engine, {"train_config": self.cfg.to_dict(),
+                                                       "ds_config": self.run.ds_config})
+
+    def step(self) -> list[tuple[dict[str, Any], MMKDLossOutput]]:
+        """One optimizer step on the next micro-batches (`optimizer_step`)."""
+        return optimizer_step(self.engine, self.batches, self.run.cache, self.run.teacher, self.run.accumulation)
 
     # ---- the loop: micro-steps (DeepSpeed accumulates and steps at the boundary), log, eval, save ----
-    while loop["step"] < total_steps:
-        set_schedule_iteration(engine.lr_scheduler, budget.iteration(loop["step"] + 1, elapsed))
-        lr = engine.get_lr()[0]
+    def train(self) -> None:
+        """Optimizer steps from the loop state on until total_steps or max_time_minutes; each: set the lr,
+        `step`, `count` it, then `log`, `evaluate_dev` and `save_checkpoint` as their intervals say (and
+        all three after the last step)."""
+        cfg, run, engine, state = self.cfg, self.run, self.engine, self.state
+        self.budget = RunBudget(run.total_steps, 60 * cfg.max_time_minutes, elapsed_before=state.train_seconds)
+        self.health = StepHealth(cfg.max_skipped_steps, changed_before=state.changed_steps)
+        self.bar = monitoring.progress_bar(run.total_steps, state.step, run.rank == 0 and cfg.progress_bar)
+        self.throughput = monitoring.Throughput(run.world, self.peak)
+        self.sums = torch.zeros(len(run.terms) + 1, dtype=torch.float64, device=engine.device)
+        self.logged_at, self.last, self.stopped_by = state.step, {}, "max_steps"
+        self.lr = engine.get_lr()[0]
+        while state.step < run.total_steps:
+            set_schedule_iteration(engine.lr_scheduler, self.budget.iteration(state.step + 1, state.train_seconds))
+            self.lr = engine.get_lr()[0]
+            self.count(self.step())
+            time_up = self.budget.time_up(state.train_seconds)
+            final = state.step == run.total_steps or time_up
+            self.bar.update(1)
+            if state.step % cfg.log_interval == 0 or final:
+                self.log()
+            evaluate_now = bool(self.dev_batches) and (
+                (cfg.eval_interval > 0 and state.step % cfg.eval_interval == 0) or final)
+            if evaluate_now:
+                self.evaluate_dev()
+            save_now = state.step % cfg.save_interval == 0 or final
+            if save_now:
+                self.save_checkpoint()
+            if time_up:
+                self.stopped_by = "max_time_minutes"
+                break
+            if evaluate_now or save_now:
+                self.throughput.restart()  # evaluation and checkpoints are not training time
+        self.bar.close()
+
+    def count(self, done: list[tuple[dict[str, Any], MMKDLossOutput]]) -> None:
+        """Advance the loop state past the optimizer step that made `done` (its micro-batches with their
+        loss outputs): step, data position, loop time (rank 0's), and whether any rank skipped it
+        (StepHealth raises MMKDError at max_skipped_steps in a row); add its losses and batches to the log."""
+        run, engine, state = self.run, self.engine, self.state
         nonfinite = torch.zeros((), dtype=torch.float64, device=engine.device)  # no sync per micro-batch
-        for batch, out in optimizer_step(engine, batches, cache, teacher, accumulation):
+        for batch, out in done:
             nonfinite += (~torch.isfinite(out.total.detach())).double()
-            sums += torch.stack([out.total.detach().double()] + [out.terms[name].double() for name in terms])
-            throughput.add_batch(batch, run.flops(batch))
-        loop["step"] += 1
-        step = loop["step"]
-        elapsed, skipped = agreed(budget.elapsed(), nonfinite + (not engine.was_step_applied()), engine.device)
-        loop["train_seconds"] = elapsed
-        health.record(step, skipped, lr)
-        loop["changed_steps"] = health.changed
-        if skipped and rank == 0:
-            bar.write(health.message(step))
-        time_up = budget.time_up(elapsed)
-        final = step == total_steps or time_up
-        bar.update(1)
+            self.sums += torch.stack([out.total.detach().double()] + [out.terms[name].double() for name in run.terms])
+            self.throughput.add_batch(batch, run.flops(batch))
+        state.step += 1
+        state.epoch, state.consumed = self.batches.epoch, self.batches.consumed
+        state.train_seconds, skipped = agreed(self.budget.elapsed(), nonfinite + (not engine.was_step_applied()),
+                                              engine.device)
+        self.health.record(state.step, skipped, self.lr)
+        state.changed_steps = self.health.changed
+        if skipped and run.rank == 0:
+            self.bar.write(self.health.message(state.step))
 
-        if step % cfg.log_interval == 0 or final:
-            dist.all_reduce(sums)
-            means = (sums / (accumulation * world * (step - logged_at))).tolist()
-            last = {"step": step, "loss": means[0], **dict(zip(terms, means[1:])), **throughput.rates(),
-                    "lr": lr, "skipped_steps": health.skipped}
-            grad_norm = engine.get_global_grad_norm()
-            if grad_norm is not None:
-                last["grad_norm"] = float(grad_norm)
-            monitoring.write_scalars(engine, "train", {k: v for k, v in last.items() if k != "step"})
-            bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{engine.get_lr()[0]:.2e}",
-                            samples_s=f"{last['samples_per_s']:.1f}")
-            sums.zero_()
-            logged_at = step
-        evaluate_now = bool(plan) and ((cfg.eval_interval > 0 and step % cfg.eval_interval == 0) or final)
-        save_now = step % cfg.save_interval == 0 or final
-        if evaluate_now:
-            dev = evaluate(engine, IndexedSplit(corpus["dev"]), plan, dev_collator, run.dev_cache, teacher, terms,
-                           dev_languages, progress=rank == 0 and cfg.progress_bar)
-            if cfg.eval_retrieval:
-                dev.update(dev_retrieval(engine.module.student, corpus["dev"], DEV_RETRIEVAL_POOL, cfg.seed,
-                                         cfg.max_length, micro, engine.device))
-            monitoring.write_scalars(engine, "dev", dev)
-            if rank == 0:
-                bar.write(f"step {step}: dev loss {dev['loss']:.4f} " +
-                          " ".join(f"{name} {dev[name]:.4f}" for name in terms))
-        if save_now:
-            tag = checkpointing.save_checkpoint(engine, cfg, loop)
-        if time_up:
-            stopped_by = "max_time_minutes"
-            break
-        if evaluate_now or save_now:
-            throughput.restart()  # evaluation and checkpoints are not training time
-    bar.close()
+    def log(self) -> None:
+        """The train/ scalars (mmkd/monitoring.py): loss and terms averaged over the steps since the last
+        log and all ranks, throughput, lr, skipped steps, gradient norm; the progress bar's postfix."""
+        run, engine, step = self.run, self.engine, self.state.step
+        dist.all_reduce(self.sums)
+        means = (self.sums / (run.accumulation * run.world * (step - self.logged_at))).tolist()
+        self.last = {"step": step, "loss": means[0], **dict(zip(run.terms, means[1:])), **self.throughput.rates(),
+                     "lr": self.lr, "skipped_steps": self.health.skipped}
+        grad_norm = engine.get_global_grad_norm()
+        if grad_norm is not None:
+            self.last["grad_norm"] = float(grad_norm)
+        monitoring.write_scalars(engine, "train", {k: v for k, v in self.last.items() if k != "step"})
+        self.bar.set_postfix(loss=f"{self.last['loss']:.4f}", lr=f"{engine.get_lr()[0]:.2e}",
+                             samples_s=f"{self.last['samples_per_s']:.1f}")
+        self.sums.zero_()
+        self.logged_at = step
 
-    export_dir = None
-    if cfg.export and tag is not None and health.changed == 0:
-        raise MMKDError(f"no optimizer step changed the student ({loop['step']} steps: {health.skipped} skipped, "
-                        f"the others at lr 0); not exporting it (checkpoint {tag} is saved)")
-    if cfg.export and tag is not None:
-        probe = corpus["dev"] if len(corpus["dev"]) else corpus["train"]
-        texts = probe["src"][:4] + probe["tgt"][:4]
-        export_dir = checkpointing.export(engine, cfg, tag, teacher, texts)
-    return {"rank": rank, "steps": loop["step"], "total_steps": total_steps, "stopped_by": stopped_by,
-            "progress": budget.progress(loop["step"], elapsed), "lr": lr, "skipped": health.skipped,
-            "last": last, "export": export_dir}
+    def evaluate_dev(self) -> None:
+        """The dev/ scalars: dev loss, terms and languages (`evaluate`), and translation retrieval when
+        eval_retrieval; one console line (rank 0)."""
+        cfg, run, engine = self.cfg, self.run, self.engine
+        dev = evaluate(engine, IndexedSplit(run.corpus["dev"]), self.dev_batches, self.dev_collator, run.dev_cache,
+                       run.teacher, run.terms, self.dev_languages,
+                       progress=run.rank == 0 and cfg.progress_bar)
+        if cfg.eval_retrieval:
+            dev.update(dev_retrieval(engine.module.student, run.corpus["dev"], DEV_RETRIEVAL_POOL, cfg.seed,
+                                     cfg.max_length, run.micro, engine.device))
+        monitoring.write_scalars(engine, "dev", dev)
+        if run.rank == 0:
+            self.bar.write(f"step {self.state.step}: dev loss {dev['loss']:.4f} " +
+                           " ".join(f"{name} {dev[name]:.4f}" for name in run.terms))
+
+    def save_checkpoint(self) -> None:
+        """Checkpoint step<N> with the loop state (mmkd/checkpointing.py); every rank."""
+        self.tag = checkpointing.save_checkpoint(self.engine, self.cfg, self.state)
+
+    # ---- the end: the export ----
+    def finish(self) -> dict[str, Any]:
+        """Export the student from the last checkpoint (train config `export`; MMKDError when no step
+        changed it); returns {"rank", "steps", "total_steps", "stopped_by", "progress", "lr", "skipped",
+        "last": the last logged scalars, "export": its folder or None}."""
+        cfg, run, state = self.cfg, self.run, self.state
+        export_dir = None
+        if cfg.export and self.tag is not None and self.health.changed == 0:
+            raise MMKDError(f"no optimizer step changed the student ({state.step} steps: {self.health.skipped} "
+                            f"skipped, the others at lr 0); not exporting it (checkpoint {self.tag} is saved)")
+        if cfg.export and self.tag is not None:
+            probe = run.corpus["dev"] if len(run.corpus["dev"]) else run.corpus["train"]
+            texts = probe["src"][:4] + probe["tgt"][:4]
+            export_dir = checkpointing.export(self.engine, cfg, self.tag, run.teacher, texts)
+        return {"rank": run.rank, "steps": state.step, "total_steps": run.total_steps, "stopped_by": self.stopped_by,
+                "progress": self.budget.progress(state.step, state.train_seconds), "lr": self.lr,
+                "skipped": self.health.skipped, "last": self.last, "export": export_dir}
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run the recipe: setup, the loop, the export; returns `Distillation.finish`'s summary."""
+    distillation = Distillation(cfg, load_ds_config(cfg.ds_config, cfg.ds))
+    distillation.setup()
+    distillation.train()
+    return distillation.finish()
 
 
 def global_batch_note(ds_config: dict[str, Any], global_batch: int) -> str:
@@ -426,22 +539,8 @@ def agreed(elapsed: float, skipped: torch.Tensor, device: torch.device) -> tuple
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m mmkd.train` and `deepspeed --module mmkd.train`."""
-    argv = sys.argv[1:] if argv is None else argv
-    if {"-h", "--help"} & set(argv):
-        print(f"{__doc__}\ntrain config keys:\n{config_key_help()}")
-        return 0
-    path, overrides = split_args(argv)
-    try:
-        summary = train(load_train_config(path, overrides))
-    except MMKDError as err:
-        print(f"mmkd train: error: {err}", file=sys.stderr)
-        return 2
-    if summary["rank"] == 0:
-        print(f"mmkd train: {summary['steps']} of {summary['total_steps']} steps, stopped by "
-              f"{summary['stopped_by']}; schedule at {summary['progress']:.0%} (lr {summary['lr']:.3g}), "
-              f"{summary['skipped']} skipped steps; export: {summary['export'] or 'none'}", flush=True)
-    return 0
+    """`python -m mmkd.train ARGS` and `deepspeed --module mmkd.train ARGS`: `mmkd train ARGS` (mmkd/cli.py)."""
+    return cli.main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
   (a) before issue 14: DeepSpeed, 1 rank, cached teacher, the MLM head on every position, batches not
       grouped by length (MMKDLoss(full_logits=True), length_group_window=0)
   (b) after: DeepSpeed, 1 rank, cached teacher, the head on the masked rows, length-grouped batches
-      (the training loop as it runs: mmkd.train.optimizer_step)
+      (the training loop as it runs: mmkd.train.Distillation, its setup and step)
   (c) as (b), live teacher
   (d) as (b), plain PyTorch: torch.optim.AdamW with the DeepSpeed JSON's optimizer params and
       gradient clipping, no ZeRO; bf16 autocast (fp32 weights) where the JSON enables bf16, else fp32.
@@ -54,8 +54,8 @@ from mmkd.models.pooling import mean_pool  # noqa: E402
 from mmkd.monitoring import batch_tokens  # noqa: E402
 from mmkd.objectives import senta_loss, struca_loss, xwcl_loss  # noqa: E402
 from mmkd.objectives.combined import MMKDLoss  # noqa: E402
-from mmkd.profiling import start_training, without_tensorboard  # noqa: E402
-from mmkd.train import IndexedSplit, Setup, micro_batches, optimizer_step, prepare, teacher_outputs, to_device  # noqa: E402
+from mmkd.profiling import without_tensorboard  # noqa: E402
+from mmkd.train import Distillation, Setup, prepare, teacher_outputs, to_device  # noqa: E402
 from mmkd.train_config import TrainConfig, load_train_config  # noqa: E402
 
 # One micro-batch at the paper's shapes: 256 pairs over 8 GPUs, TLM pair padded to 128, x and y alone
@@ -120,8 +120,7 @@ def plain_stepper(cfg: TrainConfig, ds_config: dict[str, Any]) -> Step:
               if key not in ("torch_adam", "fused", "adam_w_mode")}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], **params)
     dtype, clip = compute_dtype(ds_config), ds_config.get("gradient_clipping", 0.0)
-    batches = micro_batches(IndexedSplit(run.corpus["train"]), run.sampler, run.train_collator, run.micro, run.world,
-                            {"step": 0, "epoch": 0, "consumed": 0}, cfg.num_workers)
+    batches = run.micro_batches(cfg.num_workers)
 
     def step() -> tuple[float, int, int]:
         done = []
@@ -141,14 +140,14 @@ def plain_stepper(cfg: TrainConfig, ds_config: dict[str, Any]) -> Step:
 
 
 def deepspeed_stepper(cfg: TrainConfig, ds_config: dict[str, Any], full_logits: bool = False) -> Step:
-    """One optimizer step of runs (a) to (c): the training loop's `optimizer_step`."""
+    """One optimizer step of runs (a) to (c): training's own start-up and step (mmkd.train.Distillation)."""
     run = prepare(cfg, ds_config)
     run.loss.full_logits = full_logits
-    run, engine, batches = start_training(cfg, ds_config, run)
+    distillation = Distillation(cfg, ds_config, measuring=True)
+    distillation.setup(run)
 
     def step() -> tuple[float, int, int]:
-        done = optimizer_step(engine, batches, run.cache, run.teacher, run.accumulation)
-        return counted(run, [batch for batch, _ in done])
+        return counted(run, [batch for batch, _ in distillation.step()])
 
     return step
 

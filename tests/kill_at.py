@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-from mmkd import checkpoint_dir, train
+from mmkd import checkpoint_dir, cli, train
 from mmkd.models.student import MMKDStudent
 
 
@@ -88,6 +88,6 @@ POINTS: dict[str, Callable[[str], None]] = {
 
 
 if __name__ == "__main__":
-    point, (tag, *argv) = train.split_args(sys.argv[1:])  # without the launcher's --local_rank
+    point, tag, *argv = cli.without_local_rank(sys.argv[1:])
     POINTS[point](tag)
     raise SystemExit(train.main(argv))

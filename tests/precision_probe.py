@@ -2,10 +2,10 @@
 
   python tests/precision_probe.py RECIPE OUT.json STAGE:PRECISION ...   (PRECISION: fp32, bf16, fp16)
 
-Runs in one process: for each STAGE:PRECISION it builds the engine the way mmkd.train does
-(prepare, build_engine) from the recipe's DeepSpeed JSON with that ZeRO stage and precision, runs one
-optimizer step, and records {"STAGE:PRECISION": sorted dtypes seen in forward} into OUT.json. A
-forward pre-hook registered after DeepSpeed's own (which gathers ZeRO-3 partitions) reads them.
+Runs in one process: for each STAGE:PRECISION it starts training as mmkd.train does (Distillation's
+setup) from the recipe's DeepSpeed JSON with that ZeRO stage and precision, runs one optimizer step,
+and records {"STAGE:PRECISION": sorted dtypes seen in forward} into OUT.json. A forward pre-hook
+registered after DeepSpeed's own (which gathers ZeRO-3 partitions) reads them.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from mmkd.engine import build_engine, load_ds_config
-from mmkd.train import IndexedSplit, micro_batches, optimizer_step, prepare
+from mmkd.engine import load_ds_config
+from mmkd.train import Distillation
 from mmkd.train_config import load_train_config
 
 PRECISIONS = {"fp32": {}, "bf16": {"bf16": {"enabled": True}}, "fp16": {"fp16": {"enabled": True}}}
@@ -28,8 +28,9 @@ def probe(recipe: str, stage: int, precision: str) -> list[str]:
     cfg = load_train_config(recipe, ["--max_steps=1"])
     ds_config = {key: value for key, value in load_ds_config(cfg.ds_config).items() if key not in ("bf16", "fp16")}
     ds_config.update(PRECISIONS[precision], zero_optimization={"stage": stage})
-    run = prepare(cfg, ds_config)
-    engine = build_engine(run.student, run.loss, run.ds_config)
+    distillation = Distillation(cfg, ds_config, measuring=True)
+    distillation.setup()
+    engine = distillation.engine
     seen: set[str] = set()
 
     def record(module: torch.nn.Module, _args: object) -> None:
@@ -37,10 +38,7 @@ def probe(recipe: str, stage: int, precision: str) -> list[str]:
 
     for module in engine.module.student.modules():
         module.register_forward_pre_hook(record)
-    loop = {"step": 0, "epoch": 0, "consumed": 0}
-    batches = micro_batches(IndexedSplit(run.corpus["train"]), run.sampler, run.collator, run.micro, run.world, loop, 0)
-    engine.train()
-    optimizer_step(engine, batches, run.cache, run.teacher, run.accumulation)
+    distillation.step()
     engine.destroy()
     return sorted(seen)
 

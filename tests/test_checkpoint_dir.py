@@ -194,3 +194,18 @@ def test_a_pickle_in_place_of_the_rng_state_is_refused_not_run(tmp_path, unpickl
     with pytest.raises(MMKDError, match="rng_rank0.safetensors: not an RNG state file written by mmkd.train"):
         load_rng_states(tmp_path / "rng_rank0.safetensors")
     assert not (tmp_path / "ran").exists()
+
+
+def test_the_loop_state_round_trips_through_a_manifest_and_older_loops_still_read(tmp_path):
+    from mmkd.loop_state import LoopState
+
+    state = LoopState(step=6, epoch=1, consumed=48, changed_steps=5, train_seconds=12.5)
+    folder = checkpoint_dir.staging_dir(tmp_path, "step6")
+    folder.mkdir()
+    checkpoint_dir.publish(tmp_path, "step6", {"step": state.step, "loop": state.to_manifest()})
+    loop = checkpoint_dir.read_manifest(tmp_path / "step6")["loop"]
+    assert loop == {"step": 6, "epoch": 1, "consumed": 48, "changed_steps": 5, "train_seconds": 12.5}
+    assert LoopState.from_manifest(loop) == state
+    # a checkpoint of an older mmkd: every step changed the weights, no loop time recorded
+    assert LoopState.from_manifest({"step": 8, "epoch": 0, "consumed": 64}) == \
+        LoopState(step=8, epoch=0, consumed=64, changed_steps=8, train_seconds=0.0)

@@ -48,6 +48,25 @@ def test_launcher_local_rank_before_the_subcommand_is_accepted(capsys):
     assert exit_info.value.code == 0
 
 
+def test_the_launchers_local_rank_is_dropped_wherever_it_comes():
+    assert cli.without_local_rank(["--local_rank=1", "r.yaml", "--max_steps=2"]) == ["r.yaml", "--max_steps=2"]
+    assert cli.without_local_rank(["train", "--local-rank=0", "--max_steps=2"]) == ["train", "--max_steps=2"]
+
+
+def test_module_entry_points_run_the_cli_under_the_launcher(tmp_path, capsys):
+    """`deepspeed --module mmkd.train|mmkd.profiling|mmkd.teacher_cache` passes --local_rank=N first; each
+    entry point is `mmkd <command>`: one error line, exit code 2."""
+    from mmkd import profiling, train
+
+    missing = tmp_path / "missing.yaml"
+    assert train.main(["--local_rank=0", str(missing)]) == 2
+    assert profiling.main(["--local_rank=1", str(missing), "--report", str(tmp_path / "report")]) == 2
+    assert cli.main(["cache-teacher", "--local_rank=0", "--out", str(tmp_path / "cache")]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in errors] == ["mmkd train", "mmkd profile", "mmkd cache-teacher"]
+    assert all(": error: " in line for line in errors) and str(missing) in errors[0] and str(missing) in errors[1]
+
+
 def test_help_does_not_import_heavy_libraries():
     code = ("import sys; from mmkd import cli; cli.build_parser(['--help']); "
             "print(sorted({'torch', 'transformers', 'datasets'} & set(sys.modules)))")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmkd.cli import without_local_rank
 from mmkd.phases import phase
 from mmkd.profiling import FORWARD_PARTS, STEP_PHASES, parse_options, span_union_ms
 from tiny_setup import build_tiny, subprocess_env
@@ -133,7 +134,7 @@ def test_span_union_counts_overlaps_once():
 
 
 def test_profile_options_go_anywhere_among_the_overrides():
-    recipe, options, overrides = parse_options(["--local_rank=0", "r.yaml", "--max_steps=3", "--steps", "4",
-                                                "--live_teacher", "--report", "out"])
+    launched = ["--local_rank=0", "r.yaml", "--max_steps=3", "--steps", "4", "--live_teacher", "--report", "out"]
+    recipe, options, overrides = parse_options(without_local_rank(launched))  # as `mmkd profile` gets them
     assert (recipe, options.steps, options.warmup, options.report) == ("r.yaml", 4, 2, "out")
     assert overrides == ["--max_steps=3", "--live_teacher"]

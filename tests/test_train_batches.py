@@ -1,4 +1,4 @@
-"""Training micro-batches (mmkd.train.micro_batches) from a pre-tokenised split: collated (assembly,
+"""Training micro-batches (mmkd.train.MicroBatches) from a pre-tokenised split: collated (assembly,
 masking, matching) in DataLoader workers they equal those collated in the training process, no
 tokenizer is called, and a run resumed from the loop position gets exactly the batches left."""
 
@@ -12,7 +12,7 @@ from datasets import Dataset
 
 from mmkd.data.collate import MMKDCollator
 from mmkd.data.sampling import LanguageSampler
-from mmkd.train import IndexedSplit, micro_batches
+from mmkd.train import IndexedSplit, MicroBatches
 
 MICRO = 4
 WORDS = ["the", "house", "is", "big", "and", "garden", "small", "station", "river", "near"]
@@ -35,11 +35,14 @@ class RowsInWorkers:
         return {**self.collator(examples), "worker": -1 if info is None else info.id}
 
 
-def batches(split, collator, loop, num_workers, count):
+def micro_batches(split, collator, position, num_workers):
     sampler = LanguageSampler(split["lang"], 0.5, seed=5, lengths=collator.columns.pair_lengths(split),
                               group_size=MICRO, group_window=2)
-    return list(itertools.islice(micro_batches(IndexedSplit(split), sampler, RowsInWorkers(collator), MICRO, 1, loop,
-                                               num_workers), count))
+    return MicroBatches(IndexedSplit(split), sampler, RowsInWorkers(collator), MICRO, 1, num_workers, **position)
+
+
+def batches(split, collator, position, num_workers, count):
+    return list(itertools.islice(micro_batches(split, collator, position, num_workers), count))
 
 
 def assert_same_batches(first, second) -> None:
@@ -57,10 +60,10 @@ def test_workers_collate_the_same_batches_and_resume_exactly(student_tokenizer, 
         monkeypatch.setattr(type(tokenizer), "__call__", lambda *args, **kwargs: pytest.fail("tokenised per batch"))
     steps = len(PAIRS) // MICRO + 3  # into the second epoch
     in_process = batches(split, collator, {"epoch": 0, "consumed": 0}, 0, steps)
-    loop = {"epoch": 0, "consumed": 0}
-    in_workers = batches(split, collator, loop, 2, steps)
+    stream = micro_batches(split, collator, {"epoch": 0, "consumed": 0}, 2)
+    in_workers = list(itertools.islice(stream, steps))
     assert {batch["worker"] for batch in in_process} == {-1} and {batch["worker"] for batch in in_workers} == {0, 1}
-    assert loop == {"epoch": 1, "consumed": 3 * MICRO}
+    assert {"epoch": stream.epoch, "consumed": stream.consumed} == {"epoch": 1, "consumed": 3 * MICRO}
     assert_same_batches(in_workers, in_process)
     assert not torch.equal(in_process[0]["tlm_input_ids"], in_process[len(PAIRS) // MICRO]["tlm_input_ids"])
 

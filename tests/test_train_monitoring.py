@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmkd import monitoring
-from mmkd.train import dev_plan, split_args
+from mmkd.train import dev_plan
 
 
 def test_batch_tokens_counts_the_three_student_inputs():
@@ -72,11 +72,6 @@ def test_dev_plan_gives_every_rank_as_many_batches_and_covers_each_batch_once(wo
 def test_dev_plan_caps_batches_per_language():
     plan = dev_plan(["de"] * 10 + ["fr"] * 10, micro=2, per_language=1, rank=0, world=1)
     assert plan == [("de", [0, 1], 1.0), ("fr", [10, 11], 1.0)]
-
-
-def test_split_args_drops_the_launchers_local_rank():
-    assert split_args(["--local_rank=1", "r.yaml", "--max_steps=2"]) == ("r.yaml", ["--max_steps=2"])
-    assert split_args(["--local_rank=0", "--max_steps=2"]) == (None, ["--max_steps=2"])
 
 
 def test_add_batch_counts_a_collated_batch_like_add():

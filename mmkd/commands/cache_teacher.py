@@ -38,8 +38,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="cache directory (created; an interrupted build resumes)")
     parser.add_argument("--verify", action="store_true",
                         help="check the sha256 of every file of the cache in --out instead of building")
-    # The deepspeed launcher passes --local_rank=N first; ranks are read from the environment instead.
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 

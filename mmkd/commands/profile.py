@@ -26,6 +26,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmkd.profiling import main
+    """Profile the recipe's training steps; rank 0 writes the report and prints one SUMMARY line."""
+    from pathlib import Path
 
-    return main([args.recipe, *args.arguments])
+    import torch
+
+    from mmkd.profiling import parse_options, profile, summary_line
+    from mmkd.train_config import load_train_config
+
+    recipe, options, overrides = parse_options([args.recipe, *args.arguments])
+    report = profile(load_train_config(recipe, overrides), options.steps, options.warmup, Path(options.report))
+    if torch.distributed.get_rank() == 0:
+        print(summary_line(report, Path(options.report)), flush=True)
+    return 0

@@ -24,14 +24,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     parser.description = __doc__
     parser.epilog = f"train config keys:\n{config_key_help()}"
-    parser.add_argument("recipe", help="recipe file (.json, .yaml, .yml) of train config keys, or a shipped name")
-    parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="--key=value",
-                        help="train config overrides, applied after the recipe (--key value also; --flag = "
-                             "--flag=true; --ds.<path>=value for the DeepSpeed JSON)")
-    parser.set_defaults(func=run)
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, metavar="[RECIPE] --key=value ...",
+                        help="recipe file (.json, .yaml, .yml) of train config keys, or a shipped name; then train "
+                             "config overrides, applied after it (--key value also; --flag = --flag=true; "
+                             "--ds.<path>=value for the DeepSpeed JSON); without a recipe, the defaults and overrides")
+    parser.set_defaults(func=run, leading_options="arguments")  # overrides may come first: no recipe (mmkd/cli.py)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmkd.train import main
+    """Train the recipe; rank 0 prints one line: steps, what stopped the run, schedule, export."""
+    from mmkd.train import train
+    from mmkd.train_config import load_train_config
 
-    return main([args.recipe, *args.overrides])
+    has_recipe = bool(args.arguments) and not args.arguments[0].startswith("-")
+    recipe, overrides = (args.arguments[0], args.arguments[1:]) if has_recipe else (None, args.arguments)
+    summary = train(load_train_config(recipe, overrides))
+    if summary["rank"] == 0:
+        print(f"mmkd train: {summary['steps']} of {summary['total_steps']} steps, stopped by "
+              f"{summary['stopped_by']}; schedule at {summary['progress']:.0%} (lr {summary['lr']:.3g}), "
+              f"{summary['skipped']} skipped steps; export: {summary['export'] or 'none'}", flush=True)
+    return 0
