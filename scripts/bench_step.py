@@ -1,4 +1,5 @@
-"""Optimizer-step time and FLOPs of MMKD training, on one process: the same student, corpus, seed and loss.
+"""Optimizer-step time and FLOPs of MMKD training, on one process: the same student, corpus, seed and loss,
+with every objective on (terms the recipe leaves at weight 0 get weight 1).
 
   (a) before issue 14: DeepSpeed, 1 rank, cached teacher, the MLM head on every position, batches not
       grouped by length (MMKDLoss(full_logits=True), length_group_window=0)
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.ds_config:
             overrides.append(f"--ds_config={args.ds_config}")
         cfg = load_train_config(args.recipe, overrides)
+        # every objective on: a term the recipe leaves at 0 gets weight 1 (a weight changes no step's cost)
+        cfg = dataclasses.replace(cfg, weights={term: weight or 1.0 for term, weight in cfg.weights.items()})
         ds_config = without_tensorboard(load_ds_config(cfg.ds_config))
         before = dataclasses.replace(cfg, length_group_window=0)
         live = dataclasses.replace(cfg, live_teacher=True)
