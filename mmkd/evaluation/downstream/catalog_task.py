@@ -92,8 +92,8 @@ def catalog_task(corpus: str | Path, locale_dir: str | Path = DEFAULT_LOCALE_DIR
     train_src = sorted({src for src in column(dsd["train"], "src") if domain(src) is not None})
     per_language: dict[str, Counter] = defaultdict(Counter)
     for src, lang in zip(column(dsd["train"], "src"), column(dsd["train"], "lang")):
-        if domain(src) is not None:
-            per_language[lang][domain(src)] += 1
+        if (name := domain(src)) is not None:
+            per_language[lang][name] += 1
     labels = choose_labels(Counter(domain(src) for src in train_src), per_language, num_labels)
     if len(labels) < 2:
         raise MMKDError(f"catalog task: {corpus} has train messages from {len(labels)} catalog(s) of "
