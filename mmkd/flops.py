@@ -111,6 +111,8 @@ class MicroStepFlops:
         if w.struca_sent:
             rows = pairs * (self.world if self.loss.gather_sentence_rows else 1)
             flops += struca_flops(rows, h, d_e, recompute)
+            if self.loss.struct_bank is not None:  # y rows against the bank: forward and the gradient to y
+                flops += 2 * 2.0 * pairs * len(self.loss.struct_bank) * d_e
         if w.struca_tok:
             rows = len(batch["match_x"]) * (self.world if self.loss.gather_token_rows else 1)
             flops += struca_flops(rows, h, d_t, recompute)

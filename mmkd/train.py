@@ -261,7 +261,7 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     loss = MMKDLoss(LossWeights(**cfg.weights), tau_w=cfg.tau_w, struct_tau=cfg.struct_tau,
                     struct_form=cfg.struct_form, struct_impl=cfg.struct_impl, gather_negatives=cfg.gather_negatives,
                     gather_sentence_rows=cfg.gather_sentence_rows, gather_token_rows=cfg.gather_token_rows,
-                    struct_sent_mode=cfg.struct_sent_mode)
+                    struct_sent_mode=cfg.struct_sent_mode, struct_bank=struct_bank(cache, cfg.struct_bank_size, cfg.seed))
     terms = [name for name in TERMS if cfg.weights[name] > 0]
     flops = MicroStepFlops(EncoderShape.of(student.mlm.config), teacher.hidden_size, loss, world,
                            EncoderShape.of(teacher.model.config) if cfg.live_teacher else None,
@@ -269,6 +269,20 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
     train_collator = collator if cache is None else CachedTeacherCollator(collator, cache)
     return Setup(ds_config, rank, world, corpus, teacher, cache, dev_cache, sampler, micro, accumulation,
                  steps_per_epoch, total_steps, student, loss, collator, train_collator, terms, flops)
+
+
+def struct_bank(cache: TeacherCache | None, size: int, seed: int) -> torch.Tensor | None:
+    """The teacher's sentence embeddings (size, d_E) fp32 of `size` distinct English sentences of the train
+    split, drawn from `seed`: the same bank on every rank and on resume. None for size 0.
+    Raises MMKDError when the split has fewer distinct sentences."""
+    if size == 0 or cache is None:
+        return None
+    _, first_rows = np.unique(cache.index, return_index=True)  # one row per distinct sentence
+    if size > len(first_rows):
+        raise MMKDError(f"train config: struct_bank_size={size} is more than the {len(first_rows)} distinct "
+                        f"English sentences of the train split ({cache.root})")
+    drawn = torch.randperm(len(first_rows), generator=torch.Generator().manual_seed(seed))[:size]
+    return cache.sentence_embeddings(sorted(first_rows[drawn.numpy()].tolist())).float()
 
 
 @contextmanager

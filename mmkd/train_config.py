@@ -46,6 +46,8 @@ class TrainConfig:
     struct_tau: float = 0.1  # StrucA temperature
     struct_form: str = "kl"  # StrucA form: "kl" | "pearson"
     struct_sent_mode: str = "monolingual"  # sentence StrucA: "monolingual" (the method's) | "cross_lingual"
+    struct_bank_size: int = 0  # cross_lingual sentence StrucA: teacher embeddings of this many train sentences
+    # (from teacher_cache, drawn once from seed) as extra negatives of each y; 0 = the batch's x only
     struct_impl: str = "auto"  # StrucA implementation: "reference" | "chunked" | "triton" | "auto"
     gather_negatives: bool = False  # XWCL negatives from every data-parallel rank
     gather_sentence_rows: bool = False  # sentence StrucA over the global batch
@@ -85,6 +87,8 @@ class TrainConfig:
             "teacher_cache": self.live_teacher or bool(self.teacher_cache),
             "struct_form": self.struct_form in FORMS,
             "struct_sent_mode": self.struct_sent_mode in SENTENCE_MODES,
+            "struct_bank_size": self.struct_bank_size == 0 or (
+                self.struct_bank_size > 0 and self.struct_sent_mode == "cross_lingual" and not self.live_teacher),
             "struct_impl": self.struct_impl in IMPLS,
             "max_length": self.max_length >= 8,
             "mlm_probability": 0.0 < self.mlm_probability < 1.0,
@@ -108,6 +112,8 @@ class TrainConfig:
                 "corpus": "set corpus=<corpus directory>",
                 "student": "set student=<student directory from `mmkd init-student`>",
                 "teacher_cache": "set teacher_cache=<dir from `mmkd cache-teacher`> or live_teacher=true",
+                "struct_bank_size": ">= 0; above 0 it needs struct_sent_mode=cross_lingual and a teacher_cache "
+                                    "(live_teacher=false)",
                 **TRAINING_VALUE_HINTS,
             }
             details = "; ".join(f"{key}={getattr(self, key)!r} ({hints.get(key, 'out of range')})" for key in bad)

@@ -12,7 +12,9 @@
 # Configs: sentence_only (SentA alone: the Reimers-Gurevych recipe), full (the recipe's weights),
 # full without each objective the recipe trains (no_<term>: its weight set to 0) and with each one it
 # leaves out (with_<term>: weight 1, TLM 0.1), and full with sentence StrucA in each form
-# (struca_sent_monolingual, struca_sent_cross_lingual: one of them is the recipe's). Each is trained
+# (struca_sent_monolingual, struca_sent_cross_lingual: one of them is the recipe's; the monolingual
+# form without a bank), and, when the recipe has a bank of teacher embeddings, full without it
+# (no_struct_bank: struct_bank_size 0). Each is trained
 # for STEPS steps into OUT/<config>/train, its export evaluated (`mmkd eval retrieval`) on the test
 # split into OUT/<config>/eval and out of domain into OUT/<config>/eval_ood; OUT/ablation.md holds
 # the two tables.
@@ -49,10 +51,10 @@ try:
     cfg = load_train_config(sys.argv[1], sys.argv[2:])
 except MMKDError as err:
     sys.exit(f"scripts/ablation.sh: error: {err}")
-print(cfg.max_length, *(term for term, weight in cfg.weights.items() if weight == 0))
+print(cfg.max_length, cfg.struct_bank_size, *(term for term, weight in cfg.weights.items() if weight == 0))
 EOF
 )
-read -r MAX_LENGTH ZERO_TERMS <<< "$RESOLVED"
+read -r MAX_LENGTH BANK_SIZE ZERO_TERMS <<< "$RESOLVED"
 TERMS=(tlm xwcl senta struca_sent struca_tok)
 declare -A WITH_WEIGHT=([tlm]=0.1)  # TLM starts at a cross-entropy ~10 over a fresh MLM head (docs/results.md)
 declare -A CONFIGS=([sentence_only]="" [full]="")  # weights on top of the recipe's
@@ -65,9 +67,10 @@ for term in "${TERMS[@]}"; do
     CONFIGS[no_$term]="--weights.$term=0"; ORDER+=("no_$term")
   fi
 done
-CONFIGS[struca_sent_monolingual]="--struct_sent_mode=monolingual"
+CONFIGS[struca_sent_monolingual]="--struct_sent_mode=monolingual --struct_bank_size=0"
 CONFIGS[struca_sent_cross_lingual]="--struct_sent_mode=cross_lingual"
 ORDER+=(struca_sent_monolingual struca_sent_cross_lingual)
+if [[ $BANK_SIZE != 0 ]]; then CONFIGS[no_struct_bank]="--struct_bank_size=0"; ORDER+=(no_struct_bank); fi
 
 mkdir -p "$OUT"
 echo "ablation: $STEPS steps per config, seed $SEED, max_length $MAX_LENGTH, into $OUT"

@@ -77,11 +77,13 @@ def test_counted_flops_are_within_5_percent_of_flop_counter_mode(teacher_tokeniz
     assert counted == pytest.approx(measured, rel=0.05)
 
 
-@pytest.mark.parametrize("mode", ["monolingual", "cross_lingual"])
-def test_a_sentence_embedding_of_another_size_is_counted_at_its_size(teacher_tokenizer, batch, mode):
-    """A teacher whose Dense module changes the size: P_s, SentA and sentence StrucA work in d_E = 8."""
+@pytest.mark.parametrize("mode,bank_size", [("monolingual", 0), ("cross_lingual", 0), ("cross_lingual", 4096)])
+def test_a_sentence_embedding_of_another_size_is_counted_at_its_size(teacher_tokenizer, batch, mode, bank_size):
+    """A teacher whose Dense module changes the size: P_s, SentA and sentence StrucA work in d_E = 8;
+    a bank of teacher embeddings adds its columns to cross-lingual StrucA."""
     student = tiny_student(teacher_tokenizer, d_sentence=8)
-    loss = MMKDLoss(LossWeights(tlm=0.0, xwcl=0.0, struca_tok=0.0), struct_sent_mode=mode)
+    bank = torch.randn(bank_size, 8) if bank_size else None
+    loss = MMKDLoss(LossWeights(tlm=0.0, xwcl=0.0, struca_tok=0.0), struct_sent_mode=mode, struct_bank=bank)
     counted = MicroStepFlops(EncoderShape.of(student.mlm.config), D_T, loss, d_sentence=8)(batch)
     assert counted == pytest.approx(measured_flops(student, loss, batch), rel=0.05)
 

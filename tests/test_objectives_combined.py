@@ -196,10 +196,13 @@ def test_zero_weights_skip_terms_and_passes(zero, skipped_passes, monkeypatch):
     assert out.total.item() == pytest.approx(total.item(), rel=1e-6)
 
 
-def test_cross_lingual_sentence_structure_runs_the_x_pass_and_matches_its_function():
+@pytest.mark.parametrize("bank_size", [0, 5])
+def test_cross_lingual_sentence_structure_runs_the_x_pass_and_matches_its_function(bank_size):
     student = TinyStudent().eval()
     batch, teacher = make_batch(seed=3)
-    out = MMKDLoss(SENTENCE_STRUCTURE_ONLY, struct_tau=0.3, struct_sent_mode="cross_lingual")(student, batch, teacher)
+    bank = torch.randn(bank_size, teacher.sentence_embedding.shape[1]) if bank_size else None
+    out = MMKDLoss(SENTENCE_STRUCTURE_ONLY, struct_tau=0.3, struct_sent_mode="cross_lingual",
+                   struct_bank=bank)(student, batch, teacher)
     assert set(out.terms) == {"struca_sent"} and student.passes(batch) == {"x_input_ids", "y_input_ids"}
     def pooled_side(side: str) -> torch.Tensor:
         hidden = student.hidden_states(batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"])
@@ -208,7 +211,7 @@ def test_cross_lingual_sentence_structure_runs_the_x_pass_and_matches_its_functi
 
     pooled = {side: pooled_side(side) for side in ("x", "y")}
     want = cross_lingual_struca_loss(student.heads.sentence(pooled["y"]), student.heads.sentence(pooled["x"]),
-                                     teacher.sentence_embedding, tau=0.3)
+                                     teacher.sentence_embedding, tau=0.3, bank=bank)
     assert out.total.item() == pytest.approx(want.item(), rel=1e-5)
 
 

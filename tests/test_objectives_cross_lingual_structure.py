@@ -20,15 +20,17 @@ def row_loss(a_s: np.ndarray, a_t: np.ndarray, form: str) -> float:
     return 1.0 - (cs * ct).mean() / math.sqrt(((cs**2).mean() + PEARSON_EPS) * ((ct**2).mean() + PEARSON_EPS))
 
 
-def loops(y: np.ndarray, x: np.ndarray, t: np.ndarray, tau: float, form: str) -> float:
-    """The docstring's definition, element by element in float64."""
+def loops(y: np.ndarray, x: np.ndarray, t: np.ndarray, tau: float, form: str, bank: np.ndarray | None = None) -> float:
+    """The docstring's definition, element by element in float64: rows over x_j then bank_k, columns over y_i."""
     unit = lambda m: m / np.linalg.norm(m, axis=1, keepdims=True)  # noqa: E731
     y, x, t = unit(y), unit(x), unit(t)
     b = len(y)
-    a_s = np.array([[y[i] @ x[j] for j in range(b)] for i in range(b)]) / tau
-    a_t = np.array([[t[i] @ t[j] for j in range(b)] for i in range(b)]) / tau
-    rows = np.mean([row_loss(a_s[i], a_t[i], form) for i in range(b)])
-    cols = np.mean([row_loss(a_s[:, j], a_t[:, j], form) for j in range(b)])
+    bank = np.zeros((0, t.shape[1])) if bank is None else unit(bank)
+    rows = np.mean([row_loss(np.array([y[i] @ x[j] for j in range(b)] + [y[i] @ k for k in bank]) / tau,
+                             np.array([t[i] @ t[j] for j in range(b)] + [t[i] @ k for k in bank]) / tau, form)
+                    for i in range(b)])
+    cols = np.mean([row_loss(np.array([y[i] @ x[j] for i in range(b)]) / tau,
+                             np.array([t[i] @ t[j] for i in range(b)]) / tau, form) for j in range(b)])
     return float((rows + cols) / 2)
 
 
@@ -43,6 +45,40 @@ def test_value_matches_loops(form, b):
     y, x, t = inputs(b, 7)
     value = cross_lingual_struca_loss(y, x, t, tau=0.1, form=form)
     assert float(value) == pytest.approx(loops(y.numpy(), x.numpy(), t.numpy(), 0.1, form), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("form", ["kl", "pearson"])
+@pytest.mark.parametrize("b,k", [(2, 1), (5, 9), (16, 64)])
+def test_value_with_a_bank_matches_loops(form, b, k):
+    y, x, t = inputs(b, 7)
+    bank = torch.randn(k, 7, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    value = cross_lingual_struca_loss(y, x, t, tau=0.1, form=form, bank=bank)
+    want = loops(y.numpy(), x.numpy(), t.numpy(), 0.1, form, bank.numpy())
+    assert float(value) == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert float(value) != pytest.approx(loops(y.numpy(), x.numpy(), t.numpy(), 0.1, form), rel=1e-6)
+
+
+@pytest.mark.parametrize("form", ["kl", "pearson"])
+def test_gradcheck_with_a_bank_and_the_bank_gets_no_gradient(form):
+    y, x, t = inputs(4, 5, seed=1)
+    bank = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    y.requires_grad_(True)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, c: cross_lingual_struca_loss(a, c, t, tau=0.5, form=form, bank=bank),
+                                     (y, x))
+    cross_lingual_struca_loss(y, x, t, bank=bank).backward()
+    assert bank.grad is None
+    with pytest.raises(ValueError, match=r"bank must be \(K, 5\)"):
+        cross_lingual_struca_loss(y, x, t, bank=bank[:, :3])
+
+
+def test_mmkd_loss_holds_the_bank_as_a_buffer_out_of_the_state_dict():
+    bank = torch.randn(3, 4)
+    loss = MMKDLoss(struct_sent_mode="cross_lingual", struct_bank=bank)
+    assert loss.struct_bank is bank and "struct_bank" not in loss.state_dict()
+    assert loss.to(torch.float64).struct_bank.dtype == torch.float64
+    with pytest.raises(ValueError, match="struct_bank extends cross_lingual"):
+        MMKDLoss(struct_bank=bank)
 
 
 @pytest.mark.parametrize("form", ["kl", "pearson"])

@@ -23,6 +23,7 @@ from mmkd.errors import MMKDError
 from mmkd.models.teacher import load_teacher
 from mmkd.teacher_cache import TeacherCache, build_teacher_cache
 from mmkd.teacher_cache.reader import CachedTeacherCollator
+from mmkd.train import struct_bank
 
 MAX_LENGTH = 16
 SHARD_SIZE = 3
@@ -114,6 +115,19 @@ def test_the_collator_with_the_cache_adds_the_lookup_and_survives_pickling(built
     expected = cache.lookup(plain(examples))
     assert torch.equal(batch["teacher_token_states"], expected.token_states)
     assert torch.equal(batch["teacher_sentence_embedding"], expected.sentence_embedding)
+
+
+def test_struct_bank_draws_distinct_sentences_from_the_seed(built, train):
+    cache = TeacherCache(built)
+    bank = struct_bank(cache, 4, seed=0)
+    assert bank.shape == (4, cache.sentence_size) and bank.dtype == torch.float32
+    assert torch.equal(bank, struct_bank(cache, 4, seed=0)) and not torch.equal(bank, struct_bank(cache, 4, seed=1))
+    every = {tuple(row.tolist()) for row in cache.sentence_embeddings(range(len(cache))).float()}
+    assert {tuple(row.tolist()) for row in bank} <= every and len({tuple(row.tolist()) for row in bank}) == 4
+    distinct = len(set(train["src"]))
+    assert len(struct_bank(cache, distinct, seed=0)) == distinct and struct_bank(cache, 0, seed=0) is None
+    with pytest.raises(MMKDError, match=rf"struct_bank_size={distinct + 1} is more than the {distinct} distinct"):
+        struct_bank(cache, distinct + 1, seed=0)
 
 
 def test_manifest_and_shards(built, train):

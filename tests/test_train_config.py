@@ -78,6 +78,10 @@ def test_optional_path_takes_none():
 @pytest.mark.parametrize(("overrides", "message"), [
     (["--corpus=c", "--student=s"], r"teacher_cache=None"),
     ([*REQUIRED, "--struct_form=cosine"], r"struct_form='cosine'"),
+    ([*REQUIRED, "--struct_bank_size=-1"], r"struct_bank_size=-1 \(>= 0"),
+    ([*REQUIRED, "--struct_bank_size=64"], r"struct_bank_size=64 .*needs struct_sent_mode=cross_lingual"),
+    ([*REQUIRED, "--struct_bank_size=64", "--struct_sent_mode=cross_lingual", "--live_teacher"],
+     r"struct_bank_size=64 .*a teacher_cache"),
     ([*REQUIRED, "--weights.tlm=0", "--weights.xwcl=0", "--weights.senta=0", "--weights.struca_sent=0",
       "--weights.struca_tok=0"], r"at least one > 0"),
 ])

@@ -116,7 +116,7 @@ def struca_loss(student: Tensor, teacher: Tensor, *, tau: float = 0.1, form: str
 
 
 def cross_lingual_struca_loss(student_y: Tensor, student_x: Tensor, teacher_x: Tensor, *, tau: float = 0.1,
-                              form: str = "kl") -> Tensor:
+                              form: str = "kl", bank: Tensor | None = None) -> Tensor:
     """Sentence StrucA across languages (this project's variant; config struct_sent_mode=cross_lingual).
 
     student_y, student_x: the student's projected sentence embeddings P_s e^S(y_b), P_s e^S(x_b)
@@ -129,12 +129,21 @@ def cross_lingual_struca_loss(student_y: Tensor, student_x: Tensor, teacher_x: T
     nearer x_i than any x_j, and the x_j as near as the teacher puts x_j to x_i, in both retrieval
     directions (rows: y -> x, columns: x -> y). The method's monolingual form (section 4) compares
     the student's y with each other, on raw states, with the diagonal left out, so nothing in it
-    pulls a translation towards its source. B < 2 gives 0 (a gradient of zeros). Dense B x B: meant
-    for batch-sized B. Computed in fp32 (fp64 kept); the teacher gets no gradient.
+    pulls a translation towards its source.
+    bank: teacher sentence embeddings e^T(b_k) (K, d_E) of other sentences (config struct_bank_size),
+    appended as K more columns to the rows only: A^S_ik = cos(P_s e^S(y_i), e^T(b_k)) / tau against
+    A^T_ik = cos(e^T(x_i), e^T(b_k)) / tau, so each y_i also meets K negatives (a memory bank of
+    targets, Wu et al. 2018) while the columns (x -> y) keep the batch's B rows. The bank gets no
+    gradient.
+    B < 2 gives 0 (a gradient of zeros). Dense B x (B + K): meant for batch-sized B and K up to a few
+    thousand. Computed in fp32 (fp64 kept); the teacher gets no gradient.
+    Raises ValueError on mismatched shapes, an unknown form or tau <= 0.
     """
     if not student_y.shape == student_x.shape == teacher_x.shape or teacher_x.dim() != 2:
         raise ValueError(f"cross_lingual_struca_loss: expected three (B, d_E) tensors, got {tuple(student_y.shape)}, "
                          f"{tuple(student_x.shape)}, {tuple(teacher_x.shape)}")
+    if bank is not None and (bank.dim() != 2 or bank.shape[1] != teacher_x.shape[1]):
+        raise ValueError(f"cross_lingual_struca_loss: bank must be (K, {teacher_x.shape[1]}), got {tuple(bank.shape)}")
     if form not in FORMS:
         raise ValueError(f"cross_lingual_struca_loss: form must be one of {FORMS}, got {form!r}")
     if tau <= 0:
@@ -144,10 +153,15 @@ def cross_lingual_struca_loss(student_y: Tensor, student_x: Tensor, teacher_x: T
         return (student_y.to(dtype).sum() + student_x.to(dtype).sum()) * 0.0
     y_hat, x_hat = (F.normalize(t.to(dtype), dim=1, eps=NORM_EPS) for t in (student_y, student_x))
     t_hat = F.normalize(teacher_x.detach().to(dtype), dim=1, eps=NORM_EPS)
-    a_s, a_t = y_hat @ x_hat.T / tau, t_hat @ t_hat.T / tau
-    columns = torch.ones_like(a_s, dtype=torch.bool)
-    y_to_x = row_losses_reference(a_s, a_t, columns, form).mean()
-    x_to_y = row_losses_reference(a_s.T, a_t.T, columns, form).mean()
+    targets = t_hat
+    if bank is not None:
+        targets = torch.cat([t_hat, F.normalize(bank.detach().to(dtype), dim=1, eps=NORM_EPS)])
+    batch = student_y.shape[0]
+    a_s = torch.cat([y_hat @ x_hat.T, y_hat @ targets[batch:].T], dim=1) / tau  # (B, B + K)
+    a_t = t_hat @ targets.T / tau
+    y_to_x = row_losses_reference(a_s, a_t, torch.ones_like(a_s, dtype=torch.bool), form).mean()
+    in_batch = torch.ones(batch, batch, dtype=torch.bool, device=a_s.device)
+    x_to_y = row_losses_reference(a_s[:, :batch].T, a_t[:, :batch].T, in_batch, form).mean()
     return (y_to_x + x_to_y) / 2
 
 
