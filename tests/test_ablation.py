@@ -88,9 +88,11 @@ def test_terms_the_recipe_leaves_out_are_added_back_one_at_a_time_and_the_others
 
 @pytest.mark.slow
 def test_a_recipe_with_a_bank_is_also_run_without_it_and_the_monolingual_form_takes_none(tmp_path):
-    result, _ = ablation(tmp_path, recipe_text="max_length: 48\nstruct_sent_mode: cross_lingual\nstruct_bank_size: 64\n")
+    recipe = "max_length: 48\nstruct_sent_mode: cross_lingual\nstruct_bank_size: 64\n"
+    result, _ = ablation(tmp_path, recipe_text=recipe)
     assert result.returncode == 0, result.stderr
     calls = {re.search(r"--output_dir=\S+/out/(\w+)/train", line).group(1): line
              for line in (tmp_path / "calls.txt").read_text().splitlines() if line.startswith("-m mmkd train")}
-    assert "--struct_bank_size=0" in calls["no_struct_bank"] and "--struct_bank_size=0" in calls["struca_sent_monolingual"]
+    assert "--struct_bank_size=0" in calls["no_struct_bank"]
+    assert "--struct_bank_size=0" in calls["struca_sent_monolingual"]
     assert "struct_bank_size" not in calls["full"]
