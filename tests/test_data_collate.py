@@ -34,7 +34,7 @@ KEYS = {
 
 @pytest.fixture(scope="module")
 def collator(student_tokenizer, teacher_tokenizer):
-    return MMKDCollator(student_tokenizer, teacher_tokenizer, mlm_probability=0.5, seed=3)
+    return MMKDCollator(student_tokenizer, teacher_tokenizer, max_length=128, mlm_probability=0.5, seed=3)
 
 
 def single(tokenizer, text, pair=None, max_length=128):
@@ -157,7 +157,7 @@ def test_y_matches_follow_the_alignment_and_skip_unknown_alignments(collator):
 
 def test_masks_depend_on_seed_epoch_and_rows_only(student_tokenizer, teacher_tokenizer):
     def masks(seed, epoch, examples=EXAMPLES):
-        collator = MMKDCollator(student_tokenizer, teacher_tokenizer, mlm_probability=0.5, seed=seed)
+        collator = MMKDCollator(student_tokenizer, teacher_tokenizer, max_length=128, mlm_probability=0.5, seed=seed)
         collator.set_epoch(epoch)
         return collator(examples)["tlm_input_ids"]
 
@@ -200,7 +200,7 @@ def test_slow_tokenizer_is_refused(student_tokenizer, teacher_dir):
 
     slow = BertTokenizerLegacy(os.path.join(teacher_dir, "vocab.txt"))
     with pytest.raises(MMKDError, match="teacher tokenizer BertTokenizerLegacy is not a fast"):
-        MMKDCollator(student_tokenizer, slow)
+        MMKDCollator(student_tokenizer, slow, max_length=128)
 
 
 def test_out_of_range_alignment_names_the_dataset_row(collator):

@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from mmkd.models.student import MMKDStudent
 from mmkd.objectives import combined
 from mmkd.objectives.combined import LossWeights, MMKDLoss
 from mmkd.objectives.sentence import senta_loss
@@ -46,6 +47,8 @@ class TinyStudent(nn.Module):
     def mlm_forward(self, input_ids, attention_mask, token_type_ids=None, rows=None):
         hidden = self.hidden_states(input_ids, attention_mask, token_type_ids)
         return self.lm_head(hidden if rows is None else hidden[rows]), hidden
+
+    project_sentence = MMKDStudent.project_sentence  # P_s, as the real student applies it
 
     def passes(self, batch) -> set[str]:
         """Which inputs the recorded forward passes ran on."""

@@ -40,7 +40,7 @@ class MMKDCollator:
 
     student_tokenizer: PreTrainedTokenizerBase
     teacher_tokenizer: PreTrainedTokenizerBase
-    max_length: int = 128
+    max_length: int  # tokens per encoding: the train config's max_length
     mlm_probability: float = 0.15
     seed: int = 0
     epoch: int = field(default=0, init=False)

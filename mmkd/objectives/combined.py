@@ -140,9 +140,8 @@ class MMKDLoss(nn.Module):
             with phase("loss/xwcl"):
                 terms["xwcl"] = self._xwcl(student, batch, teacher, hidden_tlm)
         if w.senta or cross_lingual:
-            project = student.heads.sentence
-            projected_x = project(mean_pool(hidden_x, batch["x_attention_mask"]))
-            projected_y = project(pooled_y)
+            projected_x = student.project_sentence(mean_pool(hidden_x, batch["x_attention_mask"]))
+            projected_y = student.project_sentence(pooled_y)
         if w.senta:
             with phase("loss/senta"):
                 terms["senta"] = senta_loss(projected_x, projected_y, teacher.sentence_embedding)

@@ -74,7 +74,7 @@ class BuildSummary:
     kept: list[int]  # shards this rank found complete
 
 
-def build_teacher_cache(teacher: Teacher, corpus_split: Dataset, out: str | Path, *, max_length: int = 128,
+def build_teacher_cache(teacher: Teacher, corpus_split: Dataset, out: str | Path, *, max_length: int,
                         batch_size: int = 64, shard_size: int = 4096, split: str | None = None,
                         corpus_path: str | None = None, device: str | torch.device | None = None
                         ) -> BuildSummary:
