@@ -262,7 +262,8 @@ def prepare(cfg: TrainConfig, ds_config: dict[str, Any]) -> Setup:
                     struct_form=cfg.struct_form, struct_impl=cfg.struct_impl, gather_negatives=cfg.gather_negatives,
                     gather_sentence_rows=cfg.gather_sentence_rows, gather_token_rows=cfg.gather_token_rows,
                     struct_sent_mode=cfg.struct_sent_mode,
-                    struct_bank=struct_bank(cache, cfg.struct_bank_size, cfg.seed))
+                    struct_bank=struct_bank(cache, cfg.struct_bank_size, cfg.seed),
+                    struct_sent_detach_x=cfg.struct_sent_detach_x)
     terms = [name for name in TERMS if cfg.weights[name] > 0]
     flops = MicroStepFlops(EncoderShape.of(student.mlm.config), teacher.hidden_size, loss, world,
                            EncoderShape.of(teacher.model.config) if cfg.live_teacher else None,

@@ -48,6 +48,7 @@ class TrainConfig:
     struct_sent_mode: str = "monolingual"  # sentence StrucA: "monolingual" (the method's) | "cross_lingual"
     struct_bank_size: int = 0  # cross_lingual sentence StrucA: teacher embeddings of this many train sentences
     # (from teacher_cache, drawn once from seed) as extra negatives of each y; 0 = the batch's x only
+    struct_sent_detach_x: bool = False  # cross_lingual sentence StrucA moves y only; SentA alone trains x
     struct_impl: str = "auto"  # StrucA implementation: "reference" | "chunked" | "triton" | "auto"
     gather_negatives: bool = False  # XWCL negatives from every data-parallel rank
     gather_sentence_rows: bool = False  # sentence StrucA over the global batch
@@ -87,6 +88,7 @@ class TrainConfig:
             "teacher_cache": self.live_teacher or bool(self.teacher_cache),
             "struct_form": self.struct_form in FORMS,
             "struct_sent_mode": self.struct_sent_mode in SENTENCE_MODES,
+            "struct_sent_detach_x": not self.struct_sent_detach_x or self.struct_sent_mode == "cross_lingual",
             "struct_bank_size": self.struct_bank_size == 0 or (
                 self.struct_bank_size > 0 and self.struct_sent_mode == "cross_lingual" and not self.live_teacher),
             "struct_impl": self.struct_impl in IMPLS,
@@ -112,6 +114,7 @@ class TrainConfig:
                 "corpus": "set corpus=<corpus directory>",
                 "student": "set student=<student directory from `mmkd init-student`>",
                 "teacher_cache": "set teacher_cache=<dir from `mmkd cache-teacher`> or live_teacher=true",
+                "struct_sent_detach_x": "it applies to struct_sent_mode=cross_lingual",
                 "struct_bank_size": ">= 0; above 0 it needs struct_sent_mode=cross_lingual and a teacher_cache "
                                     "(live_teacher=false)",
                 **TRAINING_VALUE_HINTS,

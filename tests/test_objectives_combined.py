@@ -218,6 +218,32 @@ def test_cross_lingual_sentence_structure_runs_the_x_pass_and_matches_its_functi
     assert out.total.item() == pytest.approx(want.item(), rel=1e-5)
 
 
+def test_detaching_x_keeps_the_value_and_leaves_only_the_translations_gradient():
+    batch, teacher = make_batch(seed=4)
+
+    def gradients(detach_x: bool, manual: bool = False) -> tuple[float, list[torch.Tensor]]:
+        student = TinyStudent(seed=1).eval()
+        if manual:
+            pooled = {side: combined.mean_pool(student.hidden_states(batch[f"{side}_input_ids"],
+                                                                     batch[f"{side}_attention_mask"]),
+                                               batch[f"{side}_attention_mask"]) for side in ("x", "y")}
+            value = cross_lingual_struca_loss(student.project_sentence(pooled["y"]),
+                                              student.project_sentence(pooled["x"]).detach(),
+                                              teacher.sentence_embedding, tau=0.3)
+        else:
+            value = MMKDLoss(SENTENCE_STRUCTURE_ONLY, struct_tau=0.3, struct_sent_mode="cross_lingual",
+                             struct_sent_detach_x=detach_x)(student, batch, teacher).total
+        value.backward()
+        return value.item(), [p.grad.clone() for p in student.parameters() if p.grad is not None]
+
+    attached, detached, manual = gradients(False), gradients(True), gradients(False, manual=True)
+    assert detached[0] == pytest.approx(attached[0], rel=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(detached[1], manual[1], strict=True))
+    assert not all(torch.allclose(a, b, atol=1e-7) for a, b in zip(detached[1], attached[1], strict=True))
+    with pytest.raises(ValueError, match="struct_sent_detach_x applies to cross_lingual"):
+        MMKDLoss(struct_sent_detach_x=True)
+
+
 def test_invalid_configuration_is_refused():
     with pytest.raises(ValueError, match="got xwcl < 0"):
         LossWeights(xwcl=-1.0)

@@ -79,6 +79,7 @@ def test_optional_path_takes_none():
     (["--corpus=c", "--student=s"], r"teacher_cache=None"),
     ([*REQUIRED, "--struct_form=cosine"], r"struct_form='cosine'"),
     ([*REQUIRED, "--struct_bank_size=-1"], r"struct_bank_size=-1 \(>= 0"),
+    ([*REQUIRED, "--struct_sent_detach_x=true"], r"struct_sent_detach_x=True \(it applies to struct_sent_mode"),
     ([*REQUIRED, "--struct_bank_size=64"], r"struct_bank_size=64 .*needs struct_sent_mode=cross_lingual"),
     ([*REQUIRED, "--struct_bank_size=64", "--struct_sent_mode=cross_lingual", "--live_teacher"],
      r"struct_bank_size=64 .*a teacher_cache"),

@@ -78,6 +78,9 @@ class MMKDLoss(nn.Module):
     struct_bank: teacher sentence embeddings (K, d_E) that cross_lingual sentence StrucA adds as K
     more columns of its y -> x rows (config struct_bank_size; mmkd.train draws them from the train
     cache); a buffer kept out of the state dict, so it moves with the module and is never saved.
+    struct_sent_detach_x: cross_lingual sentence StrucA gives no gradient to P_s e^S(x): only the
+    translations move towards the teacher's structure, and the English side is trained by SentA alone
+    (as in the MSE recipe).
     gather_negatives: XWCL negatives from every data-parallel rank. gather_sentence_rows: sentence
     StrucA over the global batch; gather_token_rows: token StrucA over the matched tokens of every
     rank (N ~ 7k at the paper's shapes on 8 ranks, against ~0.8k per rank). Gathered, gradients flow
@@ -92,16 +95,17 @@ class MMKDLoss(nn.Module):
                  struct_form: str = "kl", struct_impl: str = "auto", gather_negatives: bool = False,
                  gather_sentence_rows: bool = False, gather_token_rows: bool = False,
                  full_logits: bool = False, struct_sent_mode: str = "monolingual",
-                 struct_bank: Tensor | None = None) -> None:
+                 struct_bank: Tensor | None = None, struct_sent_detach_x: bool = False) -> None:
         super().__init__()
         if struct_sent_mode not in SENTENCE_MODES:
             raise ValueError(f"MMKDLoss: struct_sent_mode must be one of {SENTENCE_MODES}, got {struct_sent_mode!r}")
         if struct_sent_mode == "cross_lingual" and gather_sentence_rows:
             raise ValueError("MMKDLoss: struct_sent_mode cross_lingual works within the local batch; "
                              "set gather_sentence_rows false")
-        if struct_bank is not None and struct_sent_mode != "cross_lingual":
-            raise ValueError("MMKDLoss: struct_bank extends cross_lingual sentence StrucA; "
-                             f"struct_sent_mode is {struct_sent_mode!r}")
+        for name, value in (("struct_bank", struct_bank is not None), ("struct_sent_detach_x", struct_sent_detach_x)):
+            if value and struct_sent_mode != "cross_lingual":
+                raise ValueError(f"MMKDLoss: {name} applies to cross_lingual sentence StrucA; "
+                                 f"struct_sent_mode is {struct_sent_mode!r}")
         if struct_form not in FORMS:
             raise ValueError(f"MMKDLoss: struct_form must be one of {FORMS}, got {struct_form!r}")
         if struct_impl not in IMPLS:
@@ -111,7 +115,7 @@ class MMKDLoss(nn.Module):
         self.struct_form, self.struct_impl = struct_form, struct_impl
         self.gather_negatives, self.gather_sentence_rows = gather_negatives, gather_sentence_rows
         self.gather_token_rows, self.full_logits = gather_token_rows, full_logits
-        self.struct_sent_mode = struct_sent_mode
+        self.struct_sent_mode, self.struct_sent_detach_x = struct_sent_mode, struct_sent_detach_x
         self.register_buffer("struct_bank", struct_bank, persistent=False)
 
     def forward(self, student: MMKDStudent, batch: Mapping[str, Tensor],
@@ -148,7 +152,9 @@ class MMKDLoss(nn.Module):
         if w.struca_sent:
             with phase("loss/struca_sent"):
                 terms["struca_sent"] = (
-                    cross_lingual_struca_loss(projected_y, projected_x, teacher.sentence_embedding,
+                    cross_lingual_struca_loss(projected_y,
+                                              projected_x.detach() if self.struct_sent_detach_x else projected_x,
+                                              teacher.sentence_embedding,
                                               tau=self.struct_tau, form=self.struct_form,
                                               bank=self.struct_bank) if cross_lingual
                     else self._struca(pooled_y, teacher.sentence_embedding, self.gather_sentence_rows))
