@@ -77,7 +77,7 @@ def test_mmkd_loss_holds_the_bank_as_a_buffer_out_of_the_state_dict():
     loss = MMKDLoss(struct_sent_mode="cross_lingual", struct_bank=bank)
     assert loss.struct_bank is bank and "struct_bank" not in loss.state_dict()
     assert loss.to(torch.float64).struct_bank.dtype == torch.float64
-    with pytest.raises(ValueError, match="struct_bank extends cross_lingual"):
+    with pytest.raises(ValueError, match="struct_bank applies to cross_lingual"):
         MMKDLoss(struct_bank=bank)
 
 
