@@ -7,19 +7,20 @@
 # them with CORPUS, STUDENT, TEACHER_CACHE, DEV_TEACHER_CACHE, and the teacher with TEACHER (default
 # the packaged one). RECIPE (default recipes/cpu_main.yaml), SEED (0), MAX_LENGTH (default: the
 # recipe's; the teacher caches must have it), POOL (1000), OUT (default runs/ablation/<timestamp>), OOD
-# (the out-of-domain source, default package:django; none to skip). Extra --key=value go to every
+# (the out-of-domain source, default package:django; none to skip), SUBWORD_STUDENT (a student of the
+# same vocabulary built with `mmkd init-student --embedding-init subwords`; adds a config). Extra --key=value go to every
 # `mmkd train`; the evaluations encode at the max_length training resolves.
 # Configs: sentence_only (SentA alone: the Reimers-Gurevych recipe), full (the recipe's weights),
 # full without each objective the recipe trains (no_<term>: its weight set to 0) and with each one it
-# leaves out (with_<term>: weight 1, TLM 0.1), and full with sentence StrucA in each form
-# (struca_sent_monolingual, struca_sent_cross_lingual: one of them is the recipe's; the monolingual
-# form without a bank), and, when the recipe has a bank of teacher embeddings, full without it
-# (no_struct_bank: struct_bank_size 0). Each is trained
+# leaves out (with_<term>: weight 1, TLM 0.1), full with sentence StrucA in the form the recipe does
+# not use (struca_sent_monolingual, without a bank, or struca_sent_cross_lingual), when the recipe has
+# a bank of teacher embeddings full without it (no_struct_bank: struct_bank_size 0), and with
+# SUBWORD_STUDENT full from the sub-token-mean embeddings (subword_embedding_init). Each is trained
 # for STEPS steps into OUT/<config>/train, its export evaluated (`mmkd eval retrieval`) on the test
 # split into OUT/<config>/eval and out of domain into OUT/<config>/eval_ood; OUT/ablation.md holds
 # the two tables.
 set -euo pipefail
-[[ $# -ge 2 ]] || { sed -n '2,18p' "$0"; exit 2; }
+[[ $# -ge 2 ]] || { sed -n '2,21p' "$0"; exit 2; }
 RUN=$1 STEPS=$2
 shift 2
 cd "$(dirname "$0")/.."
@@ -51,10 +52,10 @@ try:
     cfg = load_train_config(sys.argv[1], sys.argv[2:])
 except MMKDError as err:
     sys.exit(f"scripts/ablation.sh: error: {err}")
-print(cfg.max_length, cfg.struct_bank_size, *(term for term, weight in cfg.weights.items() if weight == 0))
+print(cfg.max_length, cfg.struct_bank_size, cfg.struct_sent_mode, *(term for term, weight in cfg.weights.items() if weight == 0))
 EOF
 )
-read -r MAX_LENGTH BANK_SIZE ZERO_TERMS <<< "$RESOLVED"
+read -r MAX_LENGTH BANK_SIZE SENT_MODE ZERO_TERMS <<< "$RESOLVED"
 TERMS=(tlm xwcl senta struca_sent struca_tok)
 declare -A WITH_WEIGHT=([tlm]=0.1)  # TLM starts at a cross-entropy ~10 over a fresh MLM head (docs/results.md)
 declare -A CONFIGS=([sentence_only]="" [full]="")  # weights on top of the recipe's
@@ -67,10 +68,15 @@ for term in "${TERMS[@]}"; do
     CONFIGS[no_$term]="--weights.$term=0"; ORDER+=("no_$term")
   fi
 done
-CONFIGS[struca_sent_monolingual]="--struct_sent_mode=monolingual --struct_bank_size=0"
-CONFIGS[struca_sent_cross_lingual]="--struct_sent_mode=cross_lingual"
-ORDER+=(struca_sent_monolingual struca_sent_cross_lingual)
+if [[ $SENT_MODE == cross_lingual ]]; then
+  CONFIGS[struca_sent_monolingual]="--struct_sent_mode=monolingual --struct_bank_size=0"; ORDER+=(struca_sent_monolingual)
+else
+  CONFIGS[struca_sent_cross_lingual]="--struct_sent_mode=cross_lingual"; ORDER+=(struca_sent_cross_lingual)
+fi
 if [[ $BANK_SIZE != 0 ]]; then CONFIGS[no_struct_bank]="--struct_bank_size=0"; ORDER+=(no_struct_bank); fi
+if [[ -n "${SUBWORD_STUDENT:-}" ]]; then
+  CONFIGS[subword_embedding_init]="--student=$SUBWORD_STUDENT"; ORDER+=(subword_embedding_init)
+fi
 
 mkdir -p "$OUT"
 echo "ablation: $STEPS steps per config, seed $SEED, max_length $MAX_LENGTH, into $OUT"

@@ -83,7 +83,7 @@ def test_terms_the_recipe_leaves_out_are_added_back_one_at_a_time_and_the_others
         "sentence_only": [("struca_sent", "0"), ("struca_tok", "0"), ("tlm", "0"), ("xwcl", "0")],
         "full": [], "with_tlm": [("tlm", "0.1")], "with_xwcl": [("xwcl", "1.0")], "no_senta": [("senta", "0")],
         "no_struca_sent": [("struca_sent", "0")], "no_struca_tok": [("struca_tok", "0")],
-        "struca_sent_monolingual": [], "struca_sent_cross_lingual": []}
+        "struca_sent_cross_lingual": []}
 
 
 @pytest.mark.slow
@@ -96,3 +96,15 @@ def test_a_recipe_with_a_bank_is_also_run_without_it_and_the_monolingual_form_ta
     assert "--struct_bank_size=0" in calls["no_struct_bank"]
     assert "--struct_bank_size=0" in calls["struca_sent_monolingual"]
     assert "struct_bank_size" not in calls["full"]
+    assert "struca_sent_cross_lingual" not in calls  # the recipe's form is `full`
+
+
+@pytest.mark.slow
+def test_a_subword_student_adds_full_from_it_and_only_that_config_changes_the_student(tmp_path):
+    result, _ = ablation(tmp_path, SUBWORD_STUDENT="students/subword_init")
+    assert result.returncode == 0, result.stderr
+    calls = {re.search(r"--output_dir=\S+/out/(\w+)/train", line).group(1): line
+             for line in (tmp_path / "calls.txt").read_text().splitlines() if line.startswith("-m mmkd train")}
+    students = {name: re.findall(r"--student=(\S+)", line) for name, line in calls.items()}
+    assert students.pop("subword_embedding_init")[-1] == "students/subword_init"
+    assert all("students/subword_init" not in found for found in students.values())
