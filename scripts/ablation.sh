@@ -18,7 +18,7 @@
 # SUBWORD_STUDENT full from the sub-token-mean embeddings (subword_embedding_init). Each is trained
 # for STEPS steps into OUT/<config>/train, its export evaluated (`mmkd eval retrieval`) on the test
 # split into OUT/<config>/eval and out of domain into OUT/<config>/eval_ood; OUT/ablation.md holds
-# the two tables.
+# the means of each config and the per-language tables.
 set -euo pipefail
 [[ $# -ge 2 ]] || { sed -n '2,21p' "$0"; exit 2; }
 RUN=$1 STEPS=$2
@@ -97,6 +97,7 @@ for name in "${ORDER[@]}"; do
   fi
 done
 {
-  echo "Test split:"; "$PYTHON" scripts/ablation_table.py "${ORDER[@]/#/$OUT/}"
+  echo "Means, x→y / y→x:"; "$PYTHON" scripts/ablation_table.py --summary "${ORDER[@]/#/$OUT/}"
+  echo; echo "Test split:"; "$PYTHON" scripts/ablation_table.py "${ORDER[@]/#/$OUT/}"
   if [[ $OOD != none ]]; then echo; echo "Out of domain ($OOD):"; "$PYTHON" scripts/ablation_table.py --eval eval_ood "${ORDER[@]/#/$OUT/}"; fi
 } | tee "$OUT/ablation.md"

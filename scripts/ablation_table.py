@@ -1,10 +1,13 @@
-"""One markdown table of several `mmkd eval retrieval` runs (scripts/ablation.sh): a row per run.
+"""Markdown tables of several `mmkd eval retrieval` runs (scripts/ablation.sh): a row per run.
 
-  python scripts/ablation_table.py OUT/sentence_only OUT/full OUT/no_tlm ...   (each holds eval/retrieval.json)
-  python scripts/ablation_table.py --eval eval_ood OUT/...                      (each holds eval_ood/retrieval.json)
+  python scripts/ablation_table.py OUT/sentence_only OUT/full OUT/no_senta ...   (each holds eval/retrieval.json)
+  python scripts/ablation_table.py --eval eval_ood OUT/...                        (each holds eval_ood/retrieval.json)
+  python scripts/ablation_table.py --summary OUT/...                              (eval/ and, if all have it, eval_ood/)
 
-Rows are named by each directory's name; columns are per-language x->y / y->x top-1 (%) and the
-high-/low-resource means, of each report's last model (mmkd.evaluation.retrieval.comparison_table).
+Rows are named by each directory's name and show each report's last model. The per-language table
+has x->y / y->x top-1 (%) per language and the means over all, high- and low-resource languages
+(mmkd.evaluation.retrieval.comparison_table); --summary has only those means, "x->y / y->x", on the
+test split and out of domain side by side.
 """
 
 from __future__ import annotations
@@ -12,10 +15,36 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mmkd.evaluation.retrieval import comparison_table, read_report
+from mmkd.evaluation.retrieval import GROUPS, comparison_table, direction_means, means_cell, read_report
+
+SUMMARY_GROUPS = ("all", *GROUPS)
+
+
+def summary_table(runs: list[Path]) -> str:
+    """Markdown: one row per run, its means (x->y / y->x) over all, high- and low-resource languages of
+    RUN/eval and, when every run has one, of RUN/eval_ood. MMKDError names a run without a report."""
+    splits = {"test": "eval"}
+    if all((run / "eval_ood").is_dir() for run in runs):
+        splits["OOD"] = "eval_ood"
+    header = ["config"] + [f"{split} {'mean' if g == 'all' else g}" for split in splits for g in SUMMARY_GROUPS]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for run in runs:
+        cells = [run.name]
+        for evaluation in splits.values():
+            report = read_report(run / evaluation)
+            means = direction_means(report, list(report["models"])[-1])
+            cells += [means_cell(means.get(group)) for group in SUMMARY_GROUPS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--summary"]:
+        if len(argv) < 2:
+            print(__doc__, file=sys.stderr)
+            return 2
+        print(summary_table([Path(run) for run in argv[1:]]), end="")
+        return 0
     evaluation, runs = ("eval", argv) if argv[:1] != ["--eval"] else (argv[1] if len(argv) > 1 else "", argv[2:])
     if not runs or not evaluation:
         print(__doc__, file=sys.stderr)

@@ -46,7 +46,7 @@ from mmkd.ds_config import check_batch_sizes
 from mmkd.engine import load_ds_config
 from mmkd.evaluation.downstream.catalog_task import catalog_transfer
 from mmkd.evaluation.mse_baseline import MSEBaselineConfig, train_mse_baseline
-from mmkd.evaluation.retrieval import DIRECTIONS, GROUPS, evaluate_retrieval
+from mmkd.evaluation.retrieval import DIRECTIONS, direction_means, evaluate_retrieval, means_cell
 from mmkd.models.sentence_transformer import save_sentence_transformer
 from mmkd.models.student import load_student
 from mmkd.teacher_cache import TeacherCache
@@ -159,14 +159,6 @@ def transfer_cell(transfer: dict | None) -> str:
     return f"{transfer['zero_shot_accuracy']:.1f}{spread}"
 
 
-def means(report: dict, model: str, langs: list[str] | None = None) -> dict[str, dict[str, float]]:
-    """{"all"|"high"|"low": {direction: percent}} over the report's languages (or `langs`)."""
-    chosen = {lang: r for lang, r in report["languages"].items() if langs is None or lang in langs}
-    groups = {"all": list(chosen), **{g: [lang for lang in chosen if chosen[lang]["group"] == g] for g in GROUPS}}
-    return {group: {d: 100 * sum(chosen[lang]["models"][model][d] for lang in members) / len(members)
-                    for d in DIRECTIONS} for group, members in groups.items() if members}
-
-
 def table(results: dict) -> str:
     """Markdown: one row per model; retrieval means (x->y / y->x) in and out of domain, per-language
     test and out-of-domain figures, the catalog transfer, pairs seen and seconds."""
@@ -177,20 +169,16 @@ def table(results: dict) -> str:
               + [f"test {lang}" for lang in langs] + [f"OOD {lang}" for lang in ood_langs])
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
 
-    def cell(figures: dict | None) -> str:
-        return "" if not figures else f"{figures['x2y']:.1f} / {figures['y2x']:.1f}"
-
     for model in MODELS:
         arm_summary = results["arms"].get(model, {})
-        test_means, ood_means = means(test, model), means(ood, model)
-        per_lang = [cell({d: 100 * test["languages"][lang]["models"][model][d] for d in DIRECTIONS}) for lang in langs]
-        per_lang += [cell({d: 100 * ood["languages"][lang]["models"][model][d] for d in DIRECTIONS})
-                     for lang in ood_langs]
+        test_means, ood_means = direction_means(test, model), direction_means(ood, model)
+        per_lang = [means_cell({d: 100 * report["languages"][lang]["models"][model][d] for d in DIRECTIONS})
+                    for report, report_langs in ((test, langs), (ood, ood_langs)) for lang in report_langs]
         transfer = results["transfer"].get(model)
         lines.append("| " + " | ".join([
             model, str(arm_summary.get("pairs", "")), f"{arm_summary['seconds']:.0f}" if arm_summary else "",
-            *(cell(test_means.get(g)) for g in ("all", "high", "low")),
-            *(cell(ood_means.get(g)) for g in ("all", "high", "low")),
+            *(means_cell(test_means.get(g)) for g in ("all", "high", "low")),
+            *(means_cell(ood_means.get(g)) for g in ("all", "high", "low")),
             transfer_cell(transfer), *per_lang]) + " |")
     return "\n".join(lines) + "\n"
 

@@ -4,6 +4,8 @@ records each call and writes the export marker; the recipe is resolved by the re
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mmkd.errors import MMKDError
 from tiny_setup import subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,3 +111,28 @@ def test_a_subword_student_adds_full_from_it_and_only_that_config_changes_the_st
     students = {name: re.findall(r"--student=(\S+)", line) for name, line in calls.items()}
     assert students.pop("subword_embedding_init")[-1] == "students/subword_init"
     assert all("students/subword_init" not in found for found in students.values())
+
+
+def report(figures: dict[str, tuple[str, float, float]]) -> dict:
+    """A retrieval.json of one model "m": {lang: (group, x2y, y2x)} as fractions."""
+    return {"models": {"m": {}}, "languages": {lang: {"group": group, "models": {"m": {"x2y": x2y, "y2x": y2x}}}
+                                              for lang, (group, x2y, y2x) in figures.items()}}
+
+
+def test_the_summary_gives_each_configs_means_in_domain_and_out_of_domain_when_every_run_has_one(tmp_path):
+    spec = importlib.util.spec_from_file_location("ablation_table", REPO / "scripts" / "ablation_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    test = report({"de": ("high", 0.9, 0.8), "eu": ("low", 0.5, 0.7), "xh": ("low", 0.6, 0.4)})
+    ood = report({"de": ("high", 0.4, 0.6), "eu": ("low", 0.2, 0.3)})
+    for run, evaluations in (("full", {"eval": test, "eval_ood": ood}), ("no_senta", {"eval": test})):
+        for evaluation, content in evaluations.items():
+            (tmp_path / run / evaluation).mkdir(parents=True)
+            (tmp_path / run / evaluation / "retrieval.json").write_text(json.dumps(content))
+    rows = table.summary_table([tmp_path / "full"]).splitlines()
+    assert rows[0] == "| config | test mean | test high | test low | OOD mean | OOD high | OOD low |"
+    assert rows[2] == "| full | 66.7 / 63.3 | 90.0 / 80.0 | 55.0 / 55.0 | 30.0 / 45.0 | 40.0 / 60.0 | 20.0 / 30.0 |"
+    rows = table.summary_table([tmp_path / "full", tmp_path / "no_senta"]).splitlines()
+    assert "OOD" not in rows[0] and rows[3] == "| no_senta | 66.7 / 63.3 | 90.0 / 80.0 | 55.0 / 55.0 |"
+    with pytest.raises(MMKDError, match="missing/eval: cannot read a retrieval report"):
+        table.summary_table([tmp_path / "no_senta", tmp_path / "missing"])

@@ -143,6 +143,9 @@ def test_command_writes_json_markdown_and_png(tiny, tmp_path, capsys):
     rows = comparison_table({"a": report, "b": report}, model="teacher").splitlines()
     assert rows[0].startswith("| config | de x→y | de y→x") and rows[0].endswith("low mean y→x |")
     assert [row.split(" | ")[0] for row in rows[2:]] == ["| a", "| b"]
+    header, cells = rows[0].strip("| ").split(" | "), rows[2].strip("| ").split(" | ")
+    mean_x2y = sum(r["models"]["teacher"]["x2y"] for r in report["languages"].values()) / len(report["languages"])
+    assert float(cells[header.index("all mean x→y")]) == pytest.approx(100 * mean_x2y, abs=0.05)
 
 
 def test_the_teacher_on_both_sides_has_a_pool_of_all_test_pairs(tiny, tmp_path):

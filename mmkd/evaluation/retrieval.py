@@ -374,20 +374,36 @@ def read_report(path: str | Path) -> dict[str, Any]:
         raise MMKDError(f"{file}: cannot read a retrieval report: {err}") from err
 
 
+def direction_means(report: Mapping[str, Any], model: str) -> dict[str, dict[str, float]]:
+    """{"all" | "high" | "low": {"x2y" | "y2x": top-1 %}}: `model`'s means over every language of a
+    retrieval report and over each group's (a group without a language is left out)."""
+    langs = report["languages"]
+    groups = {"all": list(langs), **{g: [lang for lang in langs if langs[lang]["group"] == g] for g in GROUPS}}
+    return {group: {d: 100 * sum(langs[lang]["models"][model][d] for lang in members) / len(members)
+                    for d in DIRECTIONS} for group, members in groups.items() if members}
+
+
+def means_cell(figures: Mapping[str, float] | None) -> str:
+    """"x->y / y->x" of {"x2y": %, "y2x": %}, one decimal; "" for none."""
+    return "" if not figures else f"{figures['x2y']:.1f} / {figures['y2x']:.1f}"
+
+
 def comparison_table(reports: Mapping[str, Mapping[str, Any]], model: str | None = None) -> str:
     """Markdown: one row per named report (e.g. an ablation config), columns per language x->y / y->x
-    top-1 (%) and the high-/low-resource means, for model `model` (default: each report's last model)."""
+    top-1 (%) and the mean over all languages and the high-/low-resource means, for model `model`
+    (default: each report's last model)."""
     first = next(iter(reports.values()))
     langs = list(first["languages"])
     header = ["config"] + [f"{lang} {arrow}" for lang in langs for arrow in ("x→y", "y→x")]
-    header += [f"{group} mean {arrow}" for group in GROUPS for arrow in ("x→y", "y→x")]
+    header += [f"{group} mean {arrow}" for group in ("all", *GROUPS) for arrow in ("x→y", "y→x")]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for name, report in reports.items():
         label = model or list(report["models"])[-1]
         if label not in report["models"] or list(report["languages"]) != langs:
             raise MMKDError(f"report {name}: no model {label!r}, or other languages than {langs}")
-        figures = [report["languages"][lang]["models"][label] for lang in langs]
-        figures += [report["groups"][group]["models"].get(label, {}) for group in GROUPS]
-        lines.append("| " + " | ".join([name] + [percent(f[d]) if d in f else "" for f in figures
+        figures = [{d: 100 * report["languages"][lang]["models"][label][d] for d in DIRECTIONS} for lang in langs]
+        means = direction_means(report, label)
+        figures += [means.get(group, {}) for group in ("all", *GROUPS)]
+        lines.append("| " + " | ".join([name] + [f"{f[d]:.1f}" if d in f else "" for f in figures
                                                  for d in DIRECTIONS]) + " |")
     return "\n".join(lines) + "\n"
