@@ -18,9 +18,11 @@
 # SUBWORD_STUDENT full from the sub-token-mean embeddings (subword_embedding_init). Each is trained
 # for STEPS steps into OUT/<config>/train, its export evaluated (`mmkd eval retrieval`) on the test
 # split into OUT/<config>/eval and out of domain into OUT/<config>/eval_ood; OUT/ablation.md holds
-# the means of each config and the per-language tables.
+# the means of each config and the per-language tables. Run again with the same OUT after a stop: a
+# config already evaluated is kept, one already exported is only evaluated, and `mmkd train` resumes
+# one stopped mid-run from its last checkpoint.
 set -euo pipefail
-[[ $# -ge 2 ]] || { sed -n '2,21p' "$0"; exit 2; }
+[[ $# -ge 2 ]] || { sed -n '2,24p' "$0"; exit 2; }
 RUN=$1 STEPS=$2
 shift 2
 cd "$(dirname "$0")/.."
@@ -82,18 +84,27 @@ mkdir -p "$OUT"
 echo "ablation: $STEPS steps per config, seed $SEED, max_length $MAX_LENGTH, into $OUT"
 for name in "${ORDER[@]}"; do
   read -r -a config_args <<< "${CONFIGS[$name]}"
+  if [[ -f "$OUT/$name/eval/retrieval.json" && ( $OOD == none || -f "$OUT/$name/eval_ood/retrieval.json" ) ]]; then
+    echo "== $name: trained and evaluated in $OUT/$name already, kept"; continue
+  fi
   echo "== $name: ${config_args[*]}"
   mkdir -p "$OUT/$name"
-  "$PYTHON" -m mmkd train "$RECIPE" "${COMMON_ARGS[@]}" "${config_args[@]}" --output_dir="$OUT/$name/train" \
-    2>&1 | tee "$OUT/$name/train.log" | grep -E "^mmkd train|error" || true
+  if [[ ! -f "$OUT/$name/train/export/hf/mmkd_student.json" ]]; then
+    again=()  # a stopped run: resume from its checkpoints, or start over when it wrote none
+    if [[ -n "$(ls -A "$OUT/$name/train/checkpoints" 2>/dev/null)" ]]; then again=(--resume)
+    elif [[ -n "$(ls -A "$OUT/$name/train" 2>/dev/null)" ]]; then again=(--overwrite); fi
+    "$PYTHON" -m mmkd train "$RECIPE" "${COMMON_ARGS[@]}" "${config_args[@]}" --output_dir="$OUT/$name/train" \
+      "${again[@]}" 2>&1 | tee -a "$OUT/$name/train.log" | grep -E "^mmkd train|error" || true
+  fi
   [[ -f "$OUT/$name/train/export/hf/mmkd_student.json" ]] || { echo "$name: training failed, see $OUT/$name/train.log"; exit 1; }
   "$PYTHON" -m mmkd eval retrieval --corpus "$CORPUS" --models "$name=$OUT/$name/train/export/hf" \
     --out "$OUT/$name/eval" --pool "$POOL" --seed "$SEED" --max-length "$MAX_LENGTH" "${TEACHER_EVAL[@]}" \
-    > "$OUT/$name/eval.log"
+    > "$OUT/$name/eval.log" 2>&1 || { echo "$name: evaluation failed, see $OUT/$name/eval.log"; exit 1; }
   if [[ $OOD != none ]]; then
     "$PYTHON" -m mmkd eval retrieval --corpus "$CORPUS" --models "$name=$OUT/$name/train/export/hf" \
       --out "$OUT/$name/eval_ood" --out-of-domain "$OOD" --pool "$POOL" --seed "$SEED" --max-length "$MAX_LENGTH" \
-      "${TEACHER_EVAL[@]}" > "$OUT/$name/eval_ood.log"
+      "${TEACHER_EVAL[@]}" > "$OUT/$name/eval_ood.log" 2>&1 \
+      || { echo "$name: out-of-domain evaluation failed, see $OUT/$name/eval_ood.log"; exit 1; }
   fi
 done
 {

@@ -136,3 +136,24 @@ def test_the_summary_gives_each_configs_means_in_domain_and_out_of_domain_when_e
     assert "OOD" not in rows[0] and rows[3] == "| no_senta | 66.7 / 63.3 | 90.0 / 80.0 | 55.0 / 55.0 |"
     with pytest.raises(MMKDError, match="missing/eval: cannot read a retrieval report"):
         table.summary_table([tmp_path / "no_senta", tmp_path / "missing"])
+
+
+@pytest.mark.slow
+def test_a_stopped_ablation_run_again_keeps_what_is_done_and_resumes_the_rest(tmp_path):
+    out = tmp_path / "out"
+    done = {"full/eval/retrieval.json": "{}", "sentence_only/train/export/hf/mmkd_student.json": "{}",
+            "no_senta/train/checkpoints/global_step200/manifest.json": "{}", "with_tlm/train/train_config.json": "{}"}
+    for path, text in done.items():
+        (out / path).parent.mkdir(parents=True)
+        (out / path).write_text(text)
+    result, _ = ablation(tmp_path, recipe_text="max_length: 48\nweights: {tlm: 0.0}\n")
+    assert result.returncode == 0, result.stderr
+    assert "== full: trained and evaluated in" in result.stdout
+    trained = {re.search(r"--output_dir=\S+/out/(\w+)/train", line).group(1): line
+               for line in (tmp_path / "calls.txt").read_text().splitlines() if line.startswith("-m mmkd train")}
+    evaluated = {re.search(r"--out \S+/out/(\w+)/eval", line).group(1)
+                 for line in (tmp_path / "calls.txt").read_text().splitlines() if line.startswith("-m mmkd eval")}
+    assert "full" not in trained and "full" not in evaluated
+    assert "sentence_only" not in trained and "sentence_only" in evaluated
+    assert trained["no_senta"].endswith("--resume") and trained["with_tlm"].endswith("--overwrite")
+    assert not trained["no_struca_sent"].endswith(("--resume", "--overwrite"))
