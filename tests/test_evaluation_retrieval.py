@@ -80,12 +80,14 @@ def test_evaluate_split_reports_each_language_with_its_pool_size():
     zero = lambda texts: torch.zeros(len(texts), 6)  # noqa: E731  a second model: every candidate ties
     results = evaluate_split(split, {"teacher": lookup, "zero": zero}, lookup, pool=2, seed=0)
     assert {lang: r["pool"] for lang, r in results.items()} == {"a": 2, "b": 2}
-    assert results["a"]["models"]["teacher"] == {"x2y": 1.0, "y2x": 1.0, "mse": 0.0}
-    assert results["a"]["models"]["zero"] == {"x2y": 0.0, "y2x": 0.0, "mse": pytest.approx(1 / 6)}
+    assert results["a"]["models"]["teacher"] == {"x2y": 1.0, "y2x": 1.0, "mse": 0.0, "mse_x": 0.0}
+    assert results["a"]["models"]["zero"] == {"x2y": 0.0, "y2x": 0.0, "mse": pytest.approx(1 / 6),
+                                              "mse_x": pytest.approx(1 / 6)}
     full = evaluate_split(split, {"teacher": lookup}, lookup, pool=1000, seed=0)
     assert full["b"]["pool"] == 3
     assert full["b"]["models"]["teacher"]["x2y"] == pytest.approx(1 / 3)  # x3 only: x4 and x5 tie
     assert full["b"]["models"]["teacher"]["mse"] == pytest.approx(2 / 6 / 3)  # y5 is 2/6 from x5
+    assert full["b"]["models"]["teacher"]["mse_x"] == 0.0  # the teacher's own x
 
 
 def test_languages_group_by_train_pairs():
@@ -130,7 +132,8 @@ def test_command_writes_json_markdown_and_png(tiny, tmp_path, capsys):
     for result in report["languages"].values():
         for label in ("teacher", "before"):
             figures = result["models"][label]
-            assert set(figures) == {"x2y", "y2x", "mse"} and 0 <= figures["x2y"] <= 1 and figures["mse"] >= 0
+            assert set(figures) == {"x2y", "y2x", "mse", "mse_x"} and 0 <= figures["x2y"] <= 1
+            assert figures["mse"] >= 0 and figures["mse_x"] >= 0
     low = report["groups"]["low"]["models"]["before"]["x2y"]
     assert low == pytest.approx(sum(report["languages"][lang]["models"]["before"]["x2y"] for lang in ("es", "fr")) / 2)
     table = (out / "retrieval.md").read_text()
@@ -165,7 +168,7 @@ def test_any_hugging_face_or_sentence_transformers_model_is_evaluated(tiny, tmp_
         teacher, plain, st = (result["models"][label] for label in ("teacher", "hf", "st"))
         # the plain HF directory is the tiny teacher itself, mean-pooled by sentence-transformers
         assert (plain["x2y"], plain["y2x"]) == (teacher["x2y"], teacher["y2x"])
-        assert plain["mse"] is None and st["mse"] is None and 0 <= st["x2y"] <= 1
+        assert plain["mse"] is None and st["mse"] is None and st["mse_x"] is None and 0 <= st["x2y"] <= 1
     assert report["groups"]["low"]["models"]["st"]["mse"] is None
     assert "| – |" in (out / "retrieval.md").read_text()
 

@@ -8,6 +8,8 @@ and model:
         (a tie with another candidate counts as a miss); y2x the same the other way;
   mse   mean over pairs and d_E of (model(y) - teacher(x))^2: the distance to SentA's target (None
         for a model outside the teacher's space: any other model);
+  mse_x the same of model(x): how far the English side has moved from the teacher's embedding
+        (SentA's other term; 0 for the teacher);
   pool  the pool size actually used.
 Languages are grouped by their TRAIN pair count: low-resource below a threshold, else high-resource;
 each group gets the mean of its languages' figures.
@@ -204,10 +206,11 @@ def sentence_transformer_encoder(model: str, batch_size: int, device: torch.devi
 # ---- the evaluation ----
 def evaluate_split(split: Dataset, encoders: Mapping[str, Encoder], teacher_encode: Encoder | None, pool: int,
                    seed: int, other_space: Collection[str] = ()) -> dict[str, dict[str, Any]]:
-    """{lang: {"pool": n, "models": {label: {"x2y", "y2x"[, "mse"]}}}} on a corpus split (Dataset).
+    """{lang: {"pool": n, "models": {label: {"x2y", "y2x"[, "mse", "mse_x"]}}}} on a corpus split (Dataset).
 
-    Each distinct x is encoded once per model. "mse" (to teacher(x)) only with a teacher_encode; None
-    for the labels in `other_space` (models that do not embed into the teacher's space).
+    Each distinct x is encoded once per model. "mse" (of y) and "mse_x" (of x), both to teacher(x), only
+    with a teacher_encode; None for the labels in `other_space` (models that do not embed into the
+    teacher's space).
     """
     texts = list(zip(column(split, "src"), column(split, "tgt")))
     rows = pool_rows(column(split, "lang"), texts, pool, seed)
@@ -226,7 +229,9 @@ def evaluate_split(split: Dataset, encoders: Mapping[str, Encoder], teacher_enco
             start += len(lang_rows)
             scores = retrieval_scores(all_x[x_rows], y)
             if teacher_x is not None:
-                scores["mse"] = None if label in other_space else mean_squared_distance(y, teacher_x[x_rows])
+                foreign = label in other_space
+                scores["mse"] = None if foreign else mean_squared_distance(y, teacher_x[x_rows])
+                scores["mse_x"] = None if foreign else mean_squared_distance(all_x[x_rows], teacher_x[x_rows])
             results[lang]["models"][label] = scores
     return results
 
@@ -298,16 +303,19 @@ def percent(value: float) -> str:
 
 
 def markdown_table(report: Mapping[str, Any]) -> str:
-    """Per language (and group means): train pairs, pool, and per model x->y, y->x top-1 (%) and MSE."""
+    """Per language (and group means): train pairs, pool, and per model x->y, y->x top-1 (%) and the
+    MSE of y and of x to the teacher's x."""
     labels = list(report["models"])
     header = ["lang", "train pairs", "pool"] + [f"{label} {name}" for label in labels
-                                                for name in ("x→y %", "y→x %", "MSE")]
+                                                for name in ("x→y %", "y→x %", "MSE y", "MSE x")]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+
+    def mse(value: float | None) -> str:
+        return "–" if value is None else f"{value:.4g}"
 
     def cells(models: Mapping[str, Mapping[str, float]]) -> list[str]:
         return [cell for label in labels for cell in (percent(models[label]["x2y"]), percent(models[label]["y2x"]),
-                                                      "–" if models[label]["mse"] is None
-                                                      else f"{models[label]['mse']:.4g}")]
+                                                      mse(models[label]["mse"]), mse(models[label].get("mse_x")))]
 
     for lang, result in report["languages"].items():
         lines.append("| " + " | ".join([lang, str(result["train_pairs"]), str(result["pool"]),
