@@ -58,6 +58,11 @@ print(cfg.max_length, cfg.struct_bank_size, cfg.struct_sent_mode, *(term for ter
 EOF
 )
 read -r MAX_LENGTH BANK_SIZE SENT_MODE ZERO_TERMS <<< "$RESOLVED"
+if [[ -n "${SUBWORD_STUDENT:-}" && ! -f "$SUBWORD_STUDENT/mmkd_student.json" ]]; then
+  echo "scripts/ablation.sh: error: SUBWORD_STUDENT=$SUBWORD_STUDENT is not a student directory (no" \
+       "mmkd_student.json); build one with mmkd init-student --embedding-init subwords" >&2
+  exit 2
+fi
 TERMS=(tlm xwcl senta struca_sent struca_tok)
 declare -A WITH_WEIGHT=([tlm]=0.1)  # TLM starts at a cross-entropy ~10 over a fresh MLM head (docs/results.md)
 declare -A CONFIGS=([sentence_only]="" [full]="")  # weights on top of the recipe's

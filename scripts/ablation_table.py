@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from mmkd.errors import MMKDError
 from mmkd.evaluation.retrieval import GROUPS, comparison_table, direction_means, means_cell, read_report
 
 SUMMARY_GROUPS = ("all", *GROUPS)
@@ -39,6 +40,14 @@ def summary_table(runs: list[Path]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    try:
+        return print_table(argv)
+    except MMKDError as err:
+        print(f"scripts/ablation_table.py: error: {err}", file=sys.stderr)
+        return 1
+
+
+def print_table(argv: list[str]) -> int:
     if argv[:1] == ["--summary"]:
         if len(argv) < 2:
             print(__doc__, file=sys.stderr)

@@ -57,10 +57,10 @@ def test_the_evaluations_encode_at_the_recipes_max_length_or_its_override(tmp_pa
     result, lengths = ablation(tmp_path)
     assert result.returncode == 0, result.stderr
     assert lengths == {"train": set(), "eval": {"48"}} and "max_length 48" in result.stdout
-    result, lengths = ablation(tmp_path, "--max_length=40")
+    result, lengths = ablation(tmp_path, "--max_length=40", OUT=str(tmp_path / "out_40"))  # a new OUT: no resume
     assert result.returncode == 0, result.stderr
     assert lengths == {"train": {"40"}, "eval": {"40"}}
-    result, lengths = ablation(tmp_path, MAX_LENGTH="36")
+    result, lengths = ablation(tmp_path, MAX_LENGTH="36", OUT=str(tmp_path / "out_36"))
     assert result.returncode == 0, result.stderr
     assert lengths == {"train": {"36"}, "eval": {"36"}}
 
@@ -104,13 +104,16 @@ def test_a_recipe_with_a_bank_is_also_run_without_it_and_the_monolingual_form_ta
 
 @pytest.mark.slow
 def test_a_subword_student_adds_full_from_it_and_only_that_config_changes_the_student(tmp_path):
-    result, _ = ablation(tmp_path, SUBWORD_STUDENT="students/subword_init")
+    student = tmp_path / "students" / "subword_init"
+    student.mkdir(parents=True)
+    (student / "mmkd_student.json").write_text("{}")
+    result, _ = ablation(tmp_path, SUBWORD_STUDENT=str(student))
     assert result.returncode == 0, result.stderr
     calls = {re.search(r"--output_dir=\S+/out/(\w+)/train", line).group(1): line
              for line in (tmp_path / "calls.txt").read_text().splitlines() if line.startswith("-m mmkd train")}
     students = {name: re.findall(r"--student=(\S+)", line) for name, line in calls.items()}
-    assert students.pop("subword_embedding_init")[-1] == "students/subword_init"
-    assert all("students/subword_init" not in found for found in students.values())
+    assert students.pop("subword_embedding_init")[-1] == str(student)
+    assert all(str(student) not in found for found in students.values())
 
 
 def report(figures: dict[str, tuple[str, float, float]]) -> dict:
@@ -136,6 +139,7 @@ def test_the_summary_gives_each_configs_means_in_domain_and_out_of_domain_when_e
     assert "OOD" not in rows[0] and rows[3] == "| no_senta | 66.7 / 63.3 | 90.0 / 80.0 | 55.0 / 55.0 |"
     with pytest.raises(MMKDError, match="missing/eval: cannot read a retrieval report"):
         table.summary_table([tmp_path / "no_senta", tmp_path / "missing"])
+    assert table.main(["--summary", str(tmp_path / "missing")]) == 1
 
 
 @pytest.mark.slow
@@ -157,3 +161,10 @@ def test_a_stopped_ablation_run_again_keeps_what_is_done_and_resumes_the_rest(tm
     assert "sentence_only" not in trained and "sentence_only" in evaluated
     assert trained["no_senta"].endswith("--resume") and trained["with_tlm"].endswith("--overwrite")
     assert not trained["no_struca_sent"].endswith(("--resume", "--overwrite"))
+
+
+@pytest.mark.slow
+def test_a_subword_student_that_is_not_a_student_is_refused_before_any_training(tmp_path):
+    result, _ = ablation(tmp_path, SUBWORD_STUDENT=str(tmp_path / "no_such_student"))
+    assert result.returncode == 2 and "SUBWORD_STUDENT" in result.stderr and "no_such_student" in result.stderr
+    assert "mmkd train" not in (tmp_path / "calls.txt").read_text()
