@@ -7,7 +7,8 @@
 Rows are named by each directory's name and show each report's last model. The per-language table
 has x->y / y->x top-1 (%) per language and the means over all, high- and low-resource languages
 (mmkd.evaluation.retrieval.comparison_table); --summary has only those means, "x->y / y->x", on the
-test split and out of domain side by side.
+test split and out of domain side by side, and the test split's mean `mse_x` (how far the English
+embedding is from the teacher's).
 """
 
 from __future__ import annotations
@@ -21,13 +22,23 @@ from mmkd.evaluation.retrieval import GROUPS, comparison_table, direction_means,
 SUMMARY_GROUPS = ("all", *GROUPS)
 
 
+def english_drift(report: dict) -> str:
+    """The last model's `mse_x` (its English embedding's distance to the teacher's), mean over the
+    report's languages, x 1e4; "" when the report has none (a model outside the teacher's space)."""
+    model = list(report["models"])[-1]
+    values = [result["models"][model].get("mse_x") for result in report["languages"].values()]
+    return "" if None in values else f"{1e4 * sum(values) / len(values):.1f}"
+
+
 def summary_table(runs: list[Path]) -> str:
     """Markdown: one row per run, its means (x->y / y->x) over all, high- and low-resource languages of
-    RUN/eval and, when every run has one, of RUN/eval_ood. MMKDError names a run without a report."""
+    RUN/eval and, when every run has one, of RUN/eval_ood, and its English drift on the test split
+    (`english_drift`). MMKDError names a run without a report."""
     splits = {"test": "eval"}
     if all((run / "eval_ood").is_dir() for run in runs):
         splits["OOD"] = "eval_ood"
     header = ["config"] + [f"{split} {'mean' if g == 'all' else g}" for split in splits for g in SUMMARY_GROUPS]
+    header.append("test mse_x (1e-4)")
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for run in runs:
         cells = [run.name]
@@ -35,6 +46,7 @@ def summary_table(runs: list[Path]) -> str:
             report = read_report(run / evaluation)
             means = direction_means(report, list(report["models"])[-1])
             cells += [means_cell(means.get(group)) for group in SUMMARY_GROUPS]
+        cells.append(english_drift(read_report(run / "eval")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -116,10 +116,10 @@ def test_a_subword_student_adds_full_from_it_and_only_that_config_changes_the_st
     assert all(str(student) not in found for found in students.values())
 
 
-def report(figures: dict[str, tuple[str, float, float]]) -> dict:
-    """A retrieval.json of one model "m": {lang: (group, x2y, y2x)} as fractions."""
-    return {"models": {"m": {}}, "languages": {lang: {"group": group, "models": {"m": {"x2y": x2y, "y2x": y2x}}}
-                                              for lang, (group, x2y, y2x) in figures.items()}}
+def report(figures: dict[str, tuple[str, float, float]], mse_x: float | None = 0.0003) -> dict:
+    """A retrieval.json of one model "m": {lang: (group, x2y, y2x)} as fractions, each with `mse_x`."""
+    return {"models": {"m": {}}, "languages": {lang: {"group": group, "models": {"m": {
+        "x2y": x2y, "y2x": y2x, "mse_x": mse_x}}} for lang, (group, x2y, y2x) in figures.items()}}
 
 
 def test_the_summary_gives_each_configs_means_in_domain_and_out_of_domain_when_every_run_has_one(tmp_path):
@@ -127,16 +127,20 @@ def test_the_summary_gives_each_configs_means_in_domain_and_out_of_domain_when_e
     table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table)
     test = report({"de": ("high", 0.9, 0.8), "eu": ("low", 0.5, 0.7), "xh": ("low", 0.6, 0.4)})
+    foreign = report({"de": ("high", 0.9, 0.8)}, mse_x=None)
+    assert table.english_drift(test) == "3.0" and table.english_drift(foreign) == ""
     ood = report({"de": ("high", 0.4, 0.6), "eu": ("low", 0.2, 0.3)})
     for run, evaluations in (("full", {"eval": test, "eval_ood": ood}), ("no_senta", {"eval": test})):
         for evaluation, content in evaluations.items():
             (tmp_path / run / evaluation).mkdir(parents=True)
             (tmp_path / run / evaluation / "retrieval.json").write_text(json.dumps(content))
     rows = table.summary_table([tmp_path / "full"]).splitlines()
-    assert rows[0] == "| config | test mean | test high | test low | OOD mean | OOD high | OOD low |"
-    assert rows[2] == "| full | 66.7 / 63.3 | 90.0 / 80.0 | 55.0 / 55.0 | 30.0 / 45.0 | 40.0 / 60.0 | 20.0 / 30.0 |"
+    assert rows[0] == ("| config | test mean | test high | test low | OOD mean | OOD high | OOD low "
+                       "| test mse_x (1e-4) |")
+    assert rows[2] == ("| full | 66.7 / 63.3 | 90.0 / 80.0 | 55.0 / 55.0 | 30.0 / 45.0 | 40.0 / 60.0 | 20.0 / 30.0 "
+                       "| 3.0 |")
     rows = table.summary_table([tmp_path / "full", tmp_path / "no_senta"]).splitlines()
-    assert "OOD" not in rows[0] and rows[3] == "| no_senta | 66.7 / 63.3 | 90.0 / 80.0 | 55.0 / 55.0 |"
+    assert "OOD" not in rows[0] and rows[3] == "| no_senta | 66.7 / 63.3 | 90.0 / 80.0 | 55.0 / 55.0 | 3.0 |"
     with pytest.raises(MMKDError, match="missing/eval: cannot read a retrieval report"):
         table.summary_table([tmp_path / "no_senta", tmp_path / "missing"])
     assert table.main(["--summary", str(tmp_path / "missing")]) == 1
