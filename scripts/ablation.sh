@@ -11,7 +11,8 @@
 # same vocabulary built with `mmkd init-student --embedding-init subwords`; adds a config). Extra --key=value go to every
 # `mmkd train`; the evaluations encode at the max_length training resolves.
 # Configs: sentence_only (SentA alone: the Reimers-Gurevych recipe), full (the recipe's weights),
-# full without each objective the recipe trains (no_<term>: its weight set to 0) and with each one it
+# full without each objective the recipe trains (no_<term>: its weight set to 0; not the one whose
+# removal leaves SentA alone, which is sentence_only) and with each one it
 # leaves out (with_<term>: weight 1, TLM 0.1), full with sentence StrucA in the form the recipe does
 # not use (struca_sent_monolingual, without a bank, or struca_sent_cross_lingual), when the recipe has
 # a bank of teacher embeddings full without it (no_struct_bank: struct_bank_size 0), and with
@@ -22,7 +23,7 @@
 # config already evaluated is kept, one already exported is only evaluated, and `mmkd train` resumes
 # one stopped mid-run from its last checkpoint.
 set -euo pipefail
-[[ $# -ge 2 ]] || { sed -n '2,24p' "$0"; exit 2; }
+[[ $# -ge 2 ]] || { sed -n '2,25p' "$0"; exit 2; }
 RUN=$1 STEPS=$2
 shift 2
 cd "$(dirname "$0")/.."
@@ -67,12 +68,14 @@ TERMS=(tlm xwcl senta struca_sent struca_tok)
 declare -A WITH_WEIGHT=([tlm]=0.1)  # TLM starts at a cross-entropy ~10 over a fresh MLM head (docs/results.md)
 declare -A CONFIGS=([sentence_only]="" [full]="")  # weights on top of the recipe's
 ORDER=(sentence_only full)
+TRAINED=()  # the terms the recipe trains
+for term in "${TERMS[@]}"; do [[ " ${ZERO_TERMS:-} " == *" $term "* ]] || TRAINED+=("$term"); done
 for term in "${TERMS[@]}"; do
   [[ $term == senta ]] || CONFIGS[sentence_only]+=" --weights.$term=0"
   if [[ " ${ZERO_TERMS:-} " == *" $term "* ]]; then
     CONFIGS[with_$term]="--weights.$term=${WITH_WEIGHT[$term]:-1.0}"; ORDER+=("with_$term")
-  else
-    CONFIGS[no_$term]="--weights.$term=0"; ORDER+=("no_$term")
+  elif [[ ! ( ${#TRAINED[@]} == 2 && " ${TRAINED[*]} " == *" senta "* && $term != senta ) ]]; then
+    CONFIGS[no_$term]="--weights.$term=0"; ORDER+=("no_$term")  # unless that leaves SentA alone: sentence_only
   fi
 done
 if [[ $SENT_MODE == cross_lingual ]]; then

@@ -172,3 +172,13 @@ def test_a_subword_student_that_is_not_a_student_is_refused_before_any_training(
     result, _ = ablation(tmp_path, SUBWORD_STUDENT=str(tmp_path / "no_such_student"))
     assert result.returncode == 2 and "SUBWORD_STUDENT" in result.stderr and "no_such_student" in result.stderr
     assert "mmkd train" not in (tmp_path / "calls.txt").read_text()
+
+
+@pytest.mark.slow
+def test_removing_the_term_that_leaves_senta_alone_is_not_run_twice(tmp_path):
+    result, _ = ablation(tmp_path, recipe_text="max_length: 48\nweights: {tlm: 0.0, xwcl: 0.0, struca_tok: 0.0}\n")
+    assert result.returncode == 0, result.stderr
+    trained = {re.search(r"--output_dir=\S+/out/(\w+)/train", line).group(1)
+               for line in (tmp_path / "calls.txt").read_text().splitlines() if line.startswith("-m mmkd train")}
+    assert {"sentence_only", "full", "no_senta", "with_struca_tok"} <= trained
+    assert "no_struca_sent" not in trained  # SentA alone: sentence_only
