@@ -23,7 +23,7 @@
 # config already evaluated is kept, one already exported is only evaluated, and `mmkd train` resumes
 # one stopped mid-run from its last checkpoint.
 set -euo pipefail
-[[ $# -ge 2 ]] || { sed -n '2,25p' "$0"; exit 2; }
+[[ $# -ge 2 ]] || { sed -n '2,24p' "$0"; exit 2; }
 RUN=$1 STEPS=$2
 shift 2
 cd "$(dirname "$0")/.."
