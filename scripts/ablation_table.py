@@ -17,9 +17,7 @@ import sys
 from pathlib import Path
 
 from mmkd.errors import MMKDError
-from mmkd.evaluation.retrieval import GROUPS, comparison_table, direction_means, means_cell, read_report
-
-SUMMARY_GROUPS = ("all", *GROUPS)
+from mmkd.evaluation.retrieval import MEAN_GROUPS, comparison_table, direction_means, means_cell, read_report
 
 
 def english_drift(report: dict) -> str:
@@ -37,16 +35,16 @@ def summary_table(runs: list[Path]) -> str:
     splits = {"test": "eval"}
     if all((run / "eval_ood").is_dir() for run in runs):
         splits["OOD"] = "eval_ood"
-    header = ["config"] + [f"{split} {'mean' if g == 'all' else g}" for split in splits for g in SUMMARY_GROUPS]
+    header = ["config"] + [f"{split} {'mean' if g == 'all' else g}" for split in splits for g in MEAN_GROUPS]
     header.append("test mse_x (1e-4)")
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for run in runs:
+        reports = {split: read_report(run / evaluation) for split, evaluation in splits.items()}
         cells = [run.name]
-        for evaluation in splits.values():
-            report = read_report(run / evaluation)
+        for report in reports.values():
             means = direction_means(report, list(report["models"])[-1])
-            cells += [means_cell(means.get(group)) for group in SUMMARY_GROUPS]
-        cells.append(english_drift(read_report(run / "eval")))
+            cells += [means_cell(means.get(group)) for group in MEAN_GROUPS]
+        cells.append(english_drift(reports["test"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -46,7 +46,7 @@ from mmkd.ds_config import check_batch_sizes
 from mmkd.engine import load_ds_config
 from mmkd.evaluation.downstream.catalog_task import catalog_transfer
 from mmkd.evaluation.mse_baseline import MSEBaselineConfig, train_mse_baseline
-from mmkd.evaluation.retrieval import DIRECTIONS, direction_means, evaluate_retrieval, means_cell
+from mmkd.evaluation.retrieval import DIRECTIONS, MEAN_GROUPS, direction_means, evaluate_retrieval, means_cell
 from mmkd.models.sentence_transformer import save_sentence_transformer
 from mmkd.models.student import load_student
 from mmkd.teacher_cache import TeacherCache
@@ -177,8 +177,8 @@ def table(results: dict) -> str:
         transfer = results["transfer"].get(model)
         lines.append("| " + " | ".join([
             model, str(arm_summary.get("pairs", "")), f"{arm_summary['seconds']:.0f}" if arm_summary else "",
-            *(means_cell(test_means.get(g)) for g in ("all", "high", "low")),
-            *(means_cell(ood_means.get(g)) for g in ("all", "high", "low")),
+            *(means_cell(test_means.get(g)) for g in MEAN_GROUPS),
+            *(means_cell(ood_means.get(g)) for g in MEAN_GROUPS),
             transfer_cell(transfer), *per_lang]) + " |")
     return "\n".join(lines) + "\n"
 

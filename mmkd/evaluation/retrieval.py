@@ -51,6 +51,7 @@ Encoder = Callable[[Sequence[str]], Tensor]  # N texts -> (N, d_E) float32, CPU
 TEACHER = "teacher"  # the model name that selects the teacher (on both sides)
 DIRECTIONS = ("x2y", "y2x")
 GROUPS = ("high", "low")
+MEAN_GROUPS = ("all", *GROUPS)  # direction_means: every language, then each group
 LOW_RESOURCE_BELOW = 10_000  # train pairs: a language with fewer is low-resource
 DEV_RETRIEVAL_POOL = 200  # pool per language of the retrieval logged at training's dev evaluations
 REPORT_FILES = {"json": "retrieval.json", "markdown": "retrieval.md", "png": "retrieval.png"}
@@ -403,7 +404,7 @@ def comparison_table(reports: Mapping[str, Mapping[str, Any]], model: str | None
     first = next(iter(reports.values()))
     langs = list(first["languages"])
     header = ["config"] + [f"{lang} {arrow}" for lang in langs for arrow in ("x→y", "y→x")]
-    header += [f"{group} mean {arrow}" for group in ("all", *GROUPS) for arrow in ("x→y", "y→x")]
+    header += [f"{group} mean {arrow}" for group in MEAN_GROUPS for arrow in ("x→y", "y→x")]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for name, report in reports.items():
         label = model or list(report["models"])[-1]
@@ -411,7 +412,7 @@ def comparison_table(reports: Mapping[str, Mapping[str, Any]], model: str | None
             raise MMKDError(f"report {name}: no model {label!r}, or other languages than {langs}")
         figures = [{d: 100 * report["languages"][lang]["models"][label][d] for d in DIRECTIONS} for lang in langs]
         means = direction_means(report, label)
-        figures += [means.get(group, {}) for group in ("all", *GROUPS)]
+        figures += [means.get(group, {}) for group in MEAN_GROUPS]
         lines.append("| " + " | ".join([name] + [f"{f[d]:.1f}" if d in f else "" for f in figures
                                                  for d in DIRECTIONS]) + " |")
     return "\n".join(lines) + "\n"
