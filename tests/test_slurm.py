@@ -25,20 +25,22 @@ done
 """
 FAKE_SCONTROL = """#!/usr/bin/env bash
 case "$1 $2" in
-  "show hostnames") printf 'gpu-node-7\\ngpu-node-8\\n' ;;
+  "show hostnames") printf 'gpu-node-7\\ngpu-node-8\\n'; seq -f 'spare-node-%g' {spare_nodes} ;;
   "show job") echo "   Command={submitted} WorkDir={workdir}" ;;
   *) exit 1 ;;
 esac
 """
 
 
-def submit(tmp_path: Path, gpus_per_node: str) -> tuple[subprocess.CompletedProcess, Path]:
-    """Run the sbatch script as Slurm would on the first node; returns the result and the log dir."""
+def submit(tmp_path: Path, gpus_per_node: str, spare_nodes: int = 0) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run the sbatch script as Slurm would on the first node; returns the result and the log dir.
+    `spare_nodes`: more lines after the job's two hostnames in `scontrol show hostnames`."""
     bin_dir, spool, elsewhere = tmp_path / "bin", tmp_path / "spool" / "job42", tmp_path / "elsewhere"
     for directory in (bin_dir, spool, elsewhere):
         directory.mkdir(parents=True)
     (bin_dir / "srun").write_text(FAKE_SRUN)
-    (bin_dir / "scontrol").write_text(FAKE_SCONTROL.format(submitted=SBATCH, workdir=elsewhere))
+    (bin_dir / "scontrol").write_text(FAKE_SCONTROL.format(submitted=SBATCH, workdir=elsewhere,
+                                                              spare_nodes=spare_nodes))
     for tool in ("srun", "scontrol"):
         (bin_dir / tool).chmod(0o755)
     shutil.copy(SBATCH, spool / "slurm_script")  # Slurm runs a copy, not the submitted file
@@ -69,3 +71,12 @@ def test_sbatch_runs_from_another_directory_with_a_typed_gpu_request(tmp_path):
 def test_sbatch_refuses_an_unreadable_gpu_count(tmp_path):
     result, _ = submit(tmp_path, "a100:eight")
     assert result.returncode == 2 and "SLURM_GPUS_PER_NODE=a100:eight" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_a_node_list_longer_than_a_pipe_buffer_does_not_end_the_job(tmp_path):
+    # 200,000 lines (~3 MB) after the first host: a reader that stops after one line would leave
+    # scontrol writing into a closed pipe (SIGPIPE, exit 141 under pipefail)
+    result, _ = submit(tmp_path, "8", spare_nodes=200_000)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "master gpu-node-7:29500" in result.stdout
