@@ -13,6 +13,7 @@ embedding is from the teacher's).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -49,26 +50,27 @@ def summary_table(runs: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/ablation_table.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories, one row each, in this order")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--eval", default="eval", help="the report's directory in each run (default eval)")
+    which.add_argument("--summary", action="store_true", help="the means of eval/ and eval_ood/ side by side")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
+    """Print the table; 1 with the error when a report is missing or unreadable, 2 on bad arguments."""
+    args = parse_args(argv)
     try:
-        return print_table(argv)
+        if args.summary:
+            print(summary_table(args.runs), end="")
+        else:
+            print(comparison_table({run.name: read_report(run / args.eval) for run in args.runs}), end="")
     except MMKDError as err:
         print(f"scripts/ablation_table.py: error: {err}", file=sys.stderr)
         return 1
-
-
-def print_table(argv: list[str]) -> int:
-    if argv[:1] == ["--summary"]:
-        if len(argv) < 2:
-            print(__doc__, file=sys.stderr)
-            return 2
-        print(summary_table([Path(run) for run in argv[1:]]), end="")
-        return 0
-    evaluation, runs = ("eval", argv) if argv[:1] != ["--eval"] else (argv[1] if len(argv) > 1 else "", argv[2:])
-    if not runs or not evaluation:
-        print(__doc__, file=sys.stderr)
-        return 2
-    print(comparison_table({Path(run).name: read_report(Path(run) / evaluation) for run in runs}), end="")
     return 0
 
 

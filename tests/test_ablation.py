@@ -122,10 +122,16 @@ def report(figures: dict[str, tuple[str, float, float]], mse_x: float | None = 0
         "x2y": x2y, "y2x": y2x, "mse_x": mse_x}}} for lang, (group, x2y, y2x) in figures.items()}}
 
 
-def test_the_summary_gives_each_configs_means_in_domain_and_out_of_domain_when_every_run_has_one(tmp_path):
+@pytest.fixture(scope="module")
+def table():
+    """scripts/ablation_table.py as a module."""
     spec = importlib.util.spec_from_file_location("ablation_table", REPO / "scripts" / "ablation_table.py")
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_summary_gives_each_configs_means_in_domain_and_out_of_domain_when_every_run_has_one(tmp_path, table):
     test = report({"de": ("high", 0.9, 0.8), "eu": ("low", 0.5, 0.7), "xh": ("low", 0.6, 0.4)})
     foreign = report({"de": ("high", 0.9, 0.8)}, mse_x=None)
     assert table.english_drift(test) == "3.0" and table.english_drift(foreign) == ""
@@ -144,6 +150,19 @@ def test_the_summary_gives_each_configs_means_in_domain_and_out_of_domain_when_e
     with pytest.raises(MMKDError, match="missing/eval: cannot read a retrieval report"):
         table.summary_table([tmp_path / "no_senta", tmp_path / "missing"])
     assert table.main(["--summary", str(tmp_path / "missing")]) == 1
+
+
+@pytest.mark.parametrize("argv, code, says", [
+    (["--help"], 0, "usage: scripts/ablation_table.py"),
+    ([], 2, "the following arguments are required: runs"),
+    (["--summary", "--eval", "eval_ood", "out/full"], 2, "not allowed with argument"),
+])
+def test_the_table_scripts_arguments(table, capsys, argv, code, says):
+    with pytest.raises(SystemExit) as stop:
+        table.main(argv)
+    assert stop.value.code == code
+    captured = capsys.readouterr()
+    assert says in captured.out + captured.err
 
 
 @pytest.mark.slow
