@@ -8,8 +8,8 @@
 # the packaged one). RECIPE (default recipes/cpu_main.yaml), SEED (0), MAX_LENGTH (default: the
 # recipe's; the teacher caches must have it), POOL (1000), OUT (default runs/ablation/<timestamp>), OOD
 # (the out-of-domain source, default package:django; none to skip), SUBWORD_STUDENT (a student of the
-# same vocabulary built with `mmkd init-student --embedding-init subwords`; adds a config). Extra --key=value go to every
-# `mmkd train`; the evaluations encode at the max_length training resolves.
+# same vocabulary built with `mmkd init-student --embedding-init subwords`; adds a config). Extra
+# --key=value go to every `mmkd train`; the evaluations encode at the max_length training resolves.
 # Configs: sentence_only (SentA alone: the Reimers-Gurevych recipe), full (the recipe's weights),
 # full without each objective the recipe trains (no_<term>: its weight set to 0; not the one whose
 # removal leaves SentA alone, which is sentence_only) and with each one it
@@ -68,13 +68,14 @@ TERMS=(tlm xwcl senta struca_sent struca_tok)
 declare -A WITH_WEIGHT=([tlm]=0.1)  # TLM starts at a cross-entropy ~10 over a fresh MLM head (docs/results.md)
 declare -A CONFIGS=([sentence_only]="" [full]="")  # weights on top of the recipe's
 ORDER=(sentence_only full)
-TRAINED=()  # the terms the recipe trains
-for term in "${TERMS[@]}"; do [[ " ${ZERO_TERMS:-} " == *" $term "* ]] || TRAINED+=("$term"); done
+declare -A LEFT_OUT=()  # the terms the recipe leaves out
+for term in ${ZERO_TERMS:-}; do LEFT_OUT[$term]=1; done
+TRAINED=$(( ${#TERMS[@]} - ${#LEFT_OUT[@]} ))
 for term in "${TERMS[@]}"; do
   [[ $term == senta ]] || CONFIGS[sentence_only]+=" --weights.$term=0"
-  if [[ " ${ZERO_TERMS:-} " == *" $term "* ]]; then
+  if [[ -n "${LEFT_OUT[$term]:-}" ]]; then
     CONFIGS[with_$term]="--weights.$term=${WITH_WEIGHT[$term]:-1.0}"; ORDER+=("with_$term")
-  elif [[ ! ( ${#TRAINED[@]} == 2 && " ${TRAINED[*]} " == *" senta "* && $term != senta ) ]]; then
+  elif [[ ! ( $TRAINED == 2 && -z "${LEFT_OUT[senta]:-}" && $term != senta ) ]]; then
     CONFIGS[no_$term]="--weights.$term=0"; ORDER+=("no_$term")  # unless that leaves SentA alone: sentence_only
   fi
 done
