@@ -18,15 +18,23 @@ import sys
 from pathlib import Path
 
 from mmkd.errors import MMKDError
-from mmkd.evaluation.retrieval import MEAN_GROUPS, comparison_table, direction_means, means_cell, read_report
+from mmkd.evaluation.retrieval import (
+    MEAN_GROUPS,
+    comparison_table,
+    direction_means,
+    group_means,
+    means_cell,
+    read_report,
+)
 
 
 def english_drift(report: dict) -> str:
     """The last model's `mse_x` (its English embedding's distance to the teacher's), mean over the
     report's languages, x 1e4; "" when the report has none (a model outside the teacher's space)."""
     model = list(report["models"])[-1]
-    values = [result["models"][model].get("mse_x") for result in report["languages"].values()]
-    return "" if None in values else f"{1e4 * sum(values) / len(values):.1f}"
+    per_language = {lang: result["models"] for lang, result in report["languages"].items()}
+    drift = group_means(per_language, {"all": list(per_language)})["all"]["models"][model].get("mse_x")
+    return "" if drift is None else f"{1e4 * drift:.1f}"
 
 
 def summary_table(runs: list[Path]) -> str:
