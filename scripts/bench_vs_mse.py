@@ -16,7 +16,8 @@ fitted P_s) and train on the same pairs, the recipe's language-sampled draw of t
   mse   Reimers & Gurevych (2020) with sentence-transformers itself (mmkd.evaluation.mse_baseline): its
         MSELoss regresses the student's embedding of x and of y onto the teacher's of x (read from the
         run's teacher cache, as MMKD's SentA reads it), its trainer, the recipe's pairs per step, steps,
-        time bound and warmup-decay schedule (the same budget as the mmkd arm).
+        time bound and warmup-decay schedule (the same budget as the mmkd arm; the recipe as --mmkd-args
+        change it, `ds` changes included).
 Then, for those two, the English teacher on both sides and the student before training: top-1
 retrieval both ways on the test split and on the out-of-domain set (--ood, default Django's catalogs;
 languages the source lacks are left out of its means), per language and high/low-resource means, and
@@ -50,23 +51,30 @@ from mmkd.evaluation.retrieval import DIRECTIONS, MEAN_GROUPS, direction_means, 
 from mmkd.models.sentence_transformer import save_sentence_transformer
 from mmkd.models.student import load_student
 from mmkd.teacher_cache import TeacherCache
-from mmkd.train_config import load_train_config
+from mmkd.train_config import TrainConfig, load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("teacher", "before", "mse", "mmkd")  # the table's rows, in order
 
 
-def global_batch(ds_config: str) -> int:
-    """Pairs per optimizer step on one rank (micro-batch x accumulation) of a DeepSpeed JSON or shipped name."""
-    micro, accumulation = check_batch_sizes(load_ds_config(ds_config), ds_config, world_size=1)
+def recipe_ds_config(cfg: TrainConfig) -> dict:
+    """The DeepSpeed JSON a TrainConfig trains with: its ds_config with its `ds` changes (as `mmkd train` loads it)."""
+    return load_ds_config(cfg.ds_config, cfg.ds)
+
+
+def global_batch(cfg: TrainConfig) -> int:
+    """Pairs per optimizer step on one rank (micro-batch x accumulation) of the TrainConfig's DeepSpeed JSON."""
+    micro, accumulation = check_batch_sizes(recipe_ds_config(cfg), cfg.ds_config, world_size=1)
     return micro * accumulation
 
 
-def recipe_config(args: argparse.Namespace):
-    """The recipe with the run's inputs (TrainConfig): its alpha, max_length, ds_config and teacher."""
+def recipe_config(args: argparse.Namespace) -> TrainConfig:
+    """The recipe with the run's inputs and --mmkd-args, as the mmkd arm resolves it: what both arms share
+    (alpha, max_length, the DeepSpeed JSON with its `ds` changes: batch, warm-up) and the teacher."""
     run = Path(args.run)
     return load_train_config(args.recipe, [f"--corpus={run / 'corpus'}", f"--student={run / 'student'}",
-                                           f"--teacher_cache={run / 'teacher_cache_train'}"])
+                                           f"--teacher_cache={run / 'teacher_cache_train'}",
+                                           *shlex.split(args.mmkd_args)])
 
 
 def max_steps(args: argparse.Namespace) -> int:
@@ -93,7 +101,7 @@ def run_mmkd(args: argparse.Namespace, out: Path) -> dict:
     cfg = load_train_config(str(out / "export" / "train_config.json"))
     last = checkpoint_dir.complete_checkpoints(out / "checkpoints")[0]  # written at the end of every run
     seconds = checkpoint_dir.read_manifest(out / "checkpoints" / last)["loop"]["train_seconds"]
-    return {"steps": steps, "pairs": steps * global_batch(cfg.ds_config), "seconds": seconds,
+    return {"steps": steps, "pairs": steps * global_batch(cfg), "seconds": seconds,
             "process_seconds": time.perf_counter() - start, "model": str(out / "export" / "sentence_transformers"),
             "hf_model": str(out / "export" / "hf")}
 
@@ -109,9 +117,9 @@ def run_mse(args: argparse.Namespace, out: Path) -> dict:
     targets = TeacherCache(Path(args.run) / "teacher_cache_train").sentence_embeddings(rows).float()  # SentA's targets
     init = save_sentence_transformer(load_student(Path(args.run) / "student"), out / "init", cfg.max_length,
                                      normalize=False)
-    scheduler = load_ds_config(cfg.ds_config).get("scheduler", {}).get("params", {})
+    scheduler = recipe_ds_config(cfg).get("scheduler", {}).get("params", {})
     config = MSEBaselineConfig(total_steps=max_steps(args), budget_seconds=60.0 * args.minutes,
-                               batch_size=global_batch(cfg.ds_config),
+                               batch_size=global_batch(cfg),
                                warmup_steps=scheduler.get("warmup_num_steps", 0),
                                learning_rate=args.mse_lr, max_length=cfg.max_length, seed=args.seed)
     budget = f"{args.minutes} min or {config.total_steps} steps" if args.minutes else f"{config.total_steps} steps"
@@ -197,7 +205,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mse-lr", type=float, default=1e-4, help="peak lr of the MSE baseline (default 1e-4)")
     parser.add_argument("--mmkd-args", default="", metavar="'--key=value ...'",
-                        help="recipe overrides of the mmkd arm, e.g. '--struct_sent_mode=cross_lingual'")
+                        help="recipe overrides, e.g. '--struct_sent_mode=cross_lingual'; the mse arm follows "
+                             "those of what both share (--alpha, --max_length, --ds.* batch and warm-up)")
     parser.add_argument("--skip-transfer", action="store_true", help="no catalog transfer check")
     parser.add_argument("--transfer-seeds", type=int, default=3,
                         help="fine-tuning seeds of the catalog transfer check per model, --seed on (default 3)")

@@ -1,11 +1,15 @@
-"""scripts/bench_vs_mse.py's transfer column: the catalog check over several fine-tuning seeds, as mean and range."""
+"""scripts/bench_vs_mse.py: both arms' budget is the recipe as the mmkd arm resolves it; the transfer column, the
+catalog check over several fine-tuning seeds, as mean and range."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 from pathlib import Path
 
 import pytest
+
+from mmkd.train_config import TrainConfig
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_vs_mse.py"
 
@@ -32,3 +36,16 @@ def test_the_seeds_are_averaged_and_their_range_shown(bench):
 def test_one_seed_shows_no_range_and_no_check_an_empty_cell(bench):
     assert bench.transfer_cell(bench.over_seeds([check(0, 64.34)])) == "64.3"
     assert bench.transfer_cell(None) == ""
+
+
+def test_both_arms_take_the_batch_and_warm_up_of_the_recipe_with_its_ds_changes_and_the_mmkd_args(bench, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("ds_config: cpu_fp32_zero2_micro16\nds: {train_micro_batch_size_per_gpu: 24}\nalpha: 0.3\n")
+    args = argparse.Namespace(run=str(tmp_path / "run"), recipe=str(recipe), mmkd_args="")
+    cfg = bench.recipe_config(args)
+    assert bench.global_batch(cfg) == 24 and cfg.alpha == 0.3  # the JSON alone says 16
+    args.mmkd_args = "--ds.train_micro_batch_size_per_gpu=32 --ds.scheduler.params.warmup_num_steps=50 --alpha=0.5"
+    cfg = bench.recipe_config(args)
+    assert bench.global_batch(cfg) == 32 and cfg.alpha == 0.5
+    assert bench.recipe_ds_config(cfg)["scheduler"]["params"]["warmup_num_steps"] == 50
+    assert bench.global_batch(TrainConfig(ds_config="cpu_fp32_zero2_micro16")) == 16
