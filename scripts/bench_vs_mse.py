@@ -45,6 +45,7 @@ from mmkd.corpus.schema import column, load_corpus
 from mmkd.data.sampling import LanguageSampler
 from mmkd.ds_config import check_batch_sizes
 from mmkd.engine import load_ds_config
+from mmkd.errors import MMKDError
 from mmkd.evaluation.downstream.catalog_task import catalog_transfer
 from mmkd.evaluation.mse_baseline import MSEBaselineConfig, train_mse_baseline
 from mmkd.evaluation.retrieval import DIRECTIONS, MEAN_GROUPS, direction_means, evaluate_retrieval, means_cell
@@ -191,7 +192,7 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="runs/main", help="run directory with corpus, student, teacher caches")
     parser.add_argument("--recipe", default=str(REPO / "recipes" / "cpu_main.yaml"))
@@ -210,7 +211,11 @@ def main() -> int:
     parser.add_argument("--skip-transfer", action="store_true", help="no catalog transfer check")
     parser.add_argument("--transfer-seeds", type=int, default=3,
                         help="fine-tuning seeds of the catalog transfer check per model, --seed on (default 3)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    try:
+        global_batch(recipe_config(args))  # the recipe, --mmkd-args and the DeepSpeed JSON, before an arm trains
+    except MMKDError as err:
+        parser.error(str(err))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     arms = {"mse": arm("mse", run_mse, args), "mmkd": arm("mmkd", run_mmkd, args)}

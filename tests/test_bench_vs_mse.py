@@ -49,3 +49,15 @@ def test_both_arms_take_the_batch_and_warm_up_of_the_recipe_with_its_ds_changes_
     assert bench.global_batch(cfg) == 32 and cfg.alpha == 0.5
     assert bench.recipe_ds_config(cfg)["scheduler"]["params"]["warmup_num_steps"] == 50
     assert bench.global_batch(TrainConfig(ds_config="cpu_fp32_zero2_micro16")) == 16
+
+
+@pytest.mark.parametrize("mmkd_args, says", [
+    ("--alpah=0.5", "alpah"),
+    ("--ds.train_micro_batch_size_per_gpu=0", "train_micro_batch_size_per_gpu"),
+])
+def test_a_bad_override_is_refused_before_either_arm_trains(bench, tmp_path, capsys, mmkd_args, says):
+    out = tmp_path / "bench"
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--run", str(tmp_path / "run"), "--out", str(out), f"--mmkd-args={mmkd_args}"])
+    assert stop.value.code == 2 and says in capsys.readouterr().err
+    assert not out.exists()
