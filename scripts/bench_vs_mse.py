@@ -213,18 +213,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="fine-tuning seeds of the catalog transfer check per model, --seed on (default 3)")
     args = parser.parse_args(argv)
     try:
-        global_batch(recipe_config(args))  # the recipe, --mmkd-args and the DeepSpeed JSON, before an arm trains
+        cfg = recipe_config(args)
+        global_batch(cfg)  # the recipe, --mmkd-args and the DeepSpeed JSON checked before an arm trains
     except MMKDError as err:
         parser.error(str(err))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     arms = {"mse": arm("mse", run_mse, args), "mmkd": arm("mmkd", run_mmkd, args)}
     corpus = Path(args.run) / "corpus"
-    max_length = recipe_config(args).max_length
     models = {"teacher": "teacher", "before": str(Path(args.run) / "student"),
               **{name: summary["model"] for name, summary in arms.items()}}
     retrieval = cached(out / "retrieval.json", lambda: {
-        name: evaluate_retrieval(corpus, models, pool=args.pool, seed=args.seed, max_length=max_length,
+        name: evaluate_retrieval(corpus, models, pool=args.pool, seed=args.seed, max_length=cfg.max_length,
                                  out_of_domain=source)
         for name, source in (("test", None), ("out_of_domain", args.ood))})
     transfer = {} if args.skip_transfer else {
