@@ -194,7 +194,7 @@ def emulated_bf16_warning(dtype: torch.dtype, device: torch.device) -> str | Non
         return None
     return (f"this CPU has no native bf16 matrix multiply (torch sees {torch.backends.cpu.get_cpu_capability()}): "
             "bf16 runs many times slower than fp32 here; use an fp32 DeepSpeed config (cpu_fp32_zero2, "
-            "cpu_fp32_zero2_micro16)")
+            "cpu_fp32_zero2_micro16, cpu_fp32_zero2_micro32)")
 
 
 def build_student(path: str, teacher_hidden_size: int, ds_config: dict[str, Any],

@@ -13,7 +13,8 @@
 # Configs: sentence_only (SentA alone: the Reimers-Gurevych recipe), full (the recipe's weights),
 # full without each objective the recipe trains (no_<term>: its weight set to 0; not the one whose
 # removal leaves SentA alone, which is sentence_only) and with each one it
-# leaves out (with_<term>: weight 1, TLM 0.1), full with sentence StrucA in the form the recipe does
+# leaves out (with_<term>: weight 1, TLM 0.1), full with each term the recipe weighs other than 1 at the
+# method's weight 1 (<term>_weight_1), full with sentence StrucA in the form the recipe does
 # not use (struca_sent_monolingual, without a bank, or struca_sent_cross_lingual), when the recipe has
 # a bank of teacher embeddings full without it (no_struct_bank: struct_bank_size 0), and with
 # SUBWORD_STUDENT full from the sub-token-mean embeddings (subword_embedding_init). Each is trained
@@ -23,7 +24,7 @@
 # config already evaluated is kept, one already exported is only evaluated, and `mmkd train` resumes
 # one stopped mid-run from its last checkpoint.
 set -euo pipefail
-[[ $# -ge 2 ]] || { sed -n '2,24p' "$0"; exit 2; }
+[[ $# -ge 2 ]] || { sed -n '2,25p' "$0"; exit 2; }
 RUN=$1 STEPS=$2
 shift 2
 cd "$(dirname "$0")/.."
@@ -55,10 +56,12 @@ try:
     cfg = load_train_config(sys.argv[1], sys.argv[2:])
 except MMKDError as err:
     sys.exit(f"scripts/ablation.sh: error: {err}")
-print(cfg.max_length, cfg.struct_bank_size, cfg.struct_sent_mode, *(term for term, weight in cfg.weights.items() if weight == 0))
+scaled = ",".join(term for term, weight in cfg.weights.items() if weight not in (0, 1))
+print(cfg.max_length, cfg.struct_bank_size, cfg.struct_sent_mode, scaled or "-",
+      *(term for term, weight in cfg.weights.items() if weight == 0))
 EOF
 )
-read -r MAX_LENGTH BANK_SIZE SENT_MODE ZERO_TERMS <<< "$RESOLVED"
+read -r MAX_LENGTH BANK_SIZE SENT_MODE SCALED_TERMS ZERO_TERMS <<< "$RESOLVED"
 if [[ -n "${SUBWORD_STUDENT:-}" && ! -f "$SUBWORD_STUDENT/mmkd_student.json" ]]; then
   echo "scripts/ablation.sh: error: SUBWORD_STUDENT=$SUBWORD_STUDENT is not a student directory (no" \
        "mmkd_student.json); build one with mmkd init-student --embedding-init subwords" >&2
@@ -79,6 +82,9 @@ for term in "${TERMS[@]}"; do
     CONFIGS[no_$term]="--weights.$term=0"; ORDER+=("no_$term")  # unless that leaves SentA alone: sentence_only
   fi
 done
+if [[ $SCALED_TERMS != - ]]; then
+  for term in ${SCALED_TERMS//,/ }; do CONFIGS[${term}_weight_1]="--weights.$term=1.0"; ORDER+=("${term}_weight_1"); done
+fi
 if [[ $SENT_MODE == cross_lingual ]]; then
   CONFIGS[struca_sent_monolingual]="--struct_sent_mode=monolingual --struct_bank_size=0"; ORDER+=(struca_sent_monolingual)
 else

@@ -90,6 +90,17 @@ def test_terms_the_recipe_leaves_out_are_added_back_one_at_a_time_and_the_others
 
 
 @pytest.mark.slow
+def test_a_term_the_recipe_weighs_other_than_1_is_also_run_at_the_methods_weight_1(tmp_path):
+    result, _ = ablation(tmp_path, recipe_text="max_length: 48\nweights: {tlm: 0.0, xwcl: 0.0, senta: 100.0}\n")
+    assert result.returncode == 0, result.stderr
+    calls = {re.search(r"--output_dir=\S+/out/(\w+)/train", line).group(1): line
+             for line in (tmp_path / "calls.txt").read_text().splitlines() if line.startswith("-m mmkd train")}
+    assert re.findall(r"--weights\.(\w+)=(\S+)", calls["senta_weight_1"]) == [("senta", "1.0")]
+    assert not any(name.endswith("_weight_1") for name in calls if name != "senta_weight_1")
+    assert "--weights.senta" not in calls["full"]  # full trains the recipe's 100
+
+
+@pytest.mark.slow
 def test_a_recipe_with_a_bank_is_also_run_without_it_and_the_monolingual_form_takes_none(tmp_path):
     recipe = "max_length: 48\nstruct_sent_mode: cross_lingual\nstruct_bank_size: 64\n"
     result, _ = ablation(tmp_path, recipe_text=recipe)
