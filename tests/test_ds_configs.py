@@ -94,7 +94,7 @@ def test_cpu_configs_compile_nothing(monkeypatch):
     kernel over the flat fp32 partition (23.6M parameters: 24 ms a step against 266 ms for the default
     foreach AdamW on this 2-core CPU: scripts/bench_optimizer.py)."""
     names = sorted(path.name for path in CONFIG_DIR.glob("cpu_*.json"))
-    assert len(names) == 4
+    assert len(names) == 5
     for name in names:
         config = resolved(CONFIG_DIR / name, 1, monkeypatch)
         assert config.optimizer_name == "adamw" and config.optimizer_params["torch_adam"] is True, name
@@ -109,11 +109,12 @@ def test_the_warmup_schedule_peaks_at_the_optimizers_lr(path):
     from deepspeed.runtime import lr_schedules
 
     raw = json.loads(path.read_text())
-    config = with_run_values(raw, tensorboard_dir="tb", total_steps=1000)
+    warmup = raw["scheduler"]["params"]["warmup_num_steps"]
+    config = with_run_values(raw, tensorboard_dir="tb", total_steps=10 * warmup)
     lr = raw["optimizer"]["params"]["lr"]
     params = config["scheduler"]["params"]
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
     scheduler = getattr(lr_schedules, config["scheduler"]["type"])(optimizer, **params)
-    for _ in range(params["warmup_num_steps"]):
+    for _ in range(warmup + 1):  # from iteration -1 to warmup_num_steps, the peak
         scheduler.step()
-    assert scheduler.get_lr()[0] == pytest.approx(lr, rel=1e-2)
+    assert scheduler.get_lr()[0] == pytest.approx(lr, rel=1e-6)
