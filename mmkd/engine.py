@@ -36,7 +36,7 @@ from mmkd.ds_config import check_batch_sizes, check_known_keys, one_line, resolv
 from mmkd.errors import MMKDError
 from mmkd.models.student import MMKDStudent, load_student
 from mmkd.objectives.combined import MMKDLoss, MMKDLossOutput
-from mmkd.shipped_configs import resolve_config
+from mmkd.shipped_configs import resolve_config, shipped_names
 
 if TYPE_CHECKING:
     from mmkd.models.teacher import TeacherOutputs
@@ -192,9 +192,9 @@ def emulated_bf16_warning(dtype: torch.dtype, device: torch.device) -> str | Non
     AVX2 EPYC); None otherwise. torch.ops.mkldnn._is_mkldnn_bf16_supported is the test torch itself uses."""
     if dtype != torch.bfloat16 or device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return None
+    fp32 = ", ".join(Path(name).stem for name in shipped_names("ds_configs") if name.startswith("cpu_fp32"))
     return (f"this CPU has no native bf16 matrix multiply (torch sees {torch.backends.cpu.get_cpu_capability()}): "
-            "bf16 runs many times slower than fp32 here; use an fp32 DeepSpeed config (cpu_fp32_zero2, "
-            "cpu_fp32_zero2_micro16, cpu_fp32_zero2_micro32)")
+            f"bf16 runs many times slower than fp32 here; use an fp32 DeepSpeed config ({fp32})")
 
 
 def build_student(path: str, teacher_hidden_size: int, ds_config: dict[str, Any],

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from mmkd.cli import without_local_rank
+from mmkd.ds_config import check_batch_sizes
 from mmkd.engine import load_ds_config
 from mmkd.phases import phase
 from mmkd.profiling import FORWARD_PARTS, STEP_PHASES, parse_options, span_union_ms
@@ -115,8 +116,9 @@ def test_bench_step_prints_before_after_and_paper_shapes_on_the_tiny_setup(tmp_p
     assert float(paper[0][1]) > float(paper[1][1])
     saved = json.loads(rows.read_text())
     assert [row["run"] for row in saved["runs"]] == [row[0] for row in runs]
-    ds_config = load_ds_config(yaml.safe_load((REPO / "recipes" / "cpu_main.yaml").read_text())["ds_config"])
-    pairs = ds_config["train_micro_batch_size_per_gpu"] * ds_config.get("gradient_accumulation_steps", 1)
+    name = yaml.safe_load((REPO / "recipes" / "cpu_main.yaml").read_text())["ds_config"]
+    micro, accumulation = check_batch_sizes(load_ds_config(name), name, world_size=1)
+    pairs = micro * accumulation
     for row in saved["runs"]:  # samples/s is the recipe's pairs per step over the median step time
         assert row["samples_per_s"] == pytest.approx(pairs / (row["step_ms_median"] / 1e3))
     assert saved["paper_shapes"]["student_parameters"] > 178e6
