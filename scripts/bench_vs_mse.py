@@ -1,6 +1,6 @@
 """MMKD against sentence-transformers' multilingual MSE distillation at equal budget, in one table.
 
-    python scripts/bench_vs_mse.py --run runs/main --minutes 12 --steps 2000 --out runs/bench_vs_mse
+    python scripts/bench_vs_mse.py --run runs/main --minutes 10 --steps 2000 --mse-batch 16 --out runs/bench_vs_mse
     python scripts/bench_vs_mse.py --run runs/main --minutes 0 --steps 800 --out runs/bench_vs_mse/steps800
 
 The first gives both arms the same training-loop time on this machine (run it on a quiet machine);
@@ -15,7 +15,8 @@ fitted P_s) and train on the same pairs, the recipe's language-sampled draw of t
         its export/sentence_transformers is scored;
   mse   Reimers & Gurevych (2020) with sentence-transformers itself (mmkd.evaluation.mse_baseline): its
         MSELoss regresses the student's embedding of x and of y onto the teacher's of x (read from the
-        run's teacher cache, as MMKD's SentA reads it), its trainer, the recipe's pairs per step, steps,
+        run's teacher cache, as MMKD's SentA reads it), its trainer, the recipe's pairs per step (or
+        --mse-batch: each method at its own best batch, the warm-up then spanning the same pairs), steps,
         time bound and warmup-decay schedule (the same budget as the mmkd arm; the recipe as --mmkd-args
         change it, `ds` changes included).
 Then, for those two, the English teacher on both sides and the student before training: top-1
@@ -69,6 +70,15 @@ def global_batch(cfg: TrainConfig) -> int:
     return micro * accumulation
 
 
+def mse_batch_and_warmup(cfg: TrainConfig, mse_batch: int) -> tuple[int, int]:
+    """The MSE arm's pairs per step (mse_batch, or the recipe's when 0) and warm-up steps: the recipe's warm-up
+    over the same number of pairs (rounded), so that a smaller batch warms up over as many pairs as MMKD does."""
+    recipe_batch = global_batch(cfg)
+    batch = mse_batch or recipe_batch
+    warmup = recipe_ds_config(cfg).get("scheduler", {}).get("params", {}).get("warmup_num_steps", 0)
+    return batch, round(warmup * recipe_batch / batch)
+
+
 def recipe_config(args: argparse.Namespace) -> TrainConfig:
     """The recipe with the run's inputs and --mmkd-args, as the mmkd arm resolves it: what both arms share
     (alpha, max_length, the DeepSpeed JSON with its `ds` changes: batch, warm-up) and the teacher."""
@@ -102,7 +112,7 @@ def run_mmkd(args: argparse.Namespace, out: Path) -> dict:
     cfg = load_train_config(str(out / "export" / "train_config.json"))
     last = checkpoint_dir.complete_checkpoints(out / "checkpoints")[0]  # written at the end of every run
     seconds = checkpoint_dir.read_manifest(out / "checkpoints" / last)["loop"]["train_seconds"]
-    return {"steps": steps, "pairs": steps * global_batch(cfg), "seconds": seconds,
+    return {"steps": steps, "batch": global_batch(cfg), "pairs": steps * global_batch(cfg), "seconds": seconds,
             "process_seconds": time.perf_counter() - start, "model": str(out / "export" / "sentence_transformers"),
             "hf_model": str(out / "export" / "hf")}
 
@@ -118,15 +128,14 @@ def run_mse(args: argparse.Namespace, out: Path) -> dict:
     targets = TeacherCache(Path(args.run) / "teacher_cache_train").sentence_embeddings(rows).float()  # SentA's targets
     init = save_sentence_transformer(load_student(Path(args.run) / "student"), out / "init", cfg.max_length,
                                      normalize=False)
-    scheduler = recipe_ds_config(cfg).get("scheduler", {}).get("params", {})
-    config = MSEBaselineConfig(total_steps=max_steps(args), budget_seconds=60.0 * args.minutes,
-                               batch_size=global_batch(cfg),
-                               warmup_steps=scheduler.get("warmup_num_steps", 0),
+    batch, warmup = mse_batch_and_warmup(cfg, args.mse_batch)
+    config = MSEBaselineConfig(total_steps=max_steps(args), budget_seconds=60.0 * args.minutes, batch_size=batch,
+                               warmup_steps=warmup,
                                learning_rate=args.mse_lr, max_length=cfg.max_length, seed=args.seed)
     budget = f"{args.minutes} min or {config.total_steps} steps" if args.minutes else f"{config.total_steps} steps"
     print(f"[bench] mse: training for {budget} ({config})", flush=True)
     summary = train_mse_baseline(init, english, translations, targets, out / "model", config)
-    return {**summary, "model": str(out / "model"), "hf_model": str(out / "model")}
+    return {**summary, "batch": batch, "model": str(out / "model"), "hf_model": str(out / "model")}
 
 
 def arm(name: str, train_fn, args: argparse.Namespace) -> dict:
@@ -184,8 +193,9 @@ def table(results: dict) -> str:
         per_lang = [means_cell({d: 100 * report["languages"][lang]["models"][model][d] for d in DIRECTIONS})
                     for report, report_langs in ((test, langs), (ood, ood_langs)) for lang in report_langs]
         transfer = results["transfer"].get(model)
+        label = f"{model}, {arm_summary['batch']} per step" if "batch" in arm_summary else model
         lines.append("| " + " | ".join([
-            model, str(arm_summary.get("pairs", "")), f"{arm_summary['seconds']:.0f}" if arm_summary else "",
+            label, str(arm_summary.get("pairs", "")), f"{arm_summary['seconds']:.0f}" if arm_summary else "",
             *(means_cell(test_means.get(g)) for g in MEAN_GROUPS),
             *(means_cell(ood_means.get(g)) for g in MEAN_GROUPS),
             transfer_cell(transfer), *per_lang]) + " |")
@@ -205,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mse-lr", type=float, default=1e-4, help="peak lr of the MSE baseline (default 1e-4)")
+    parser.add_argument("--mse-batch", type=int, default=0,
+                        help="pairs per step of the mse arm (default: the recipe's); its warm-up spans the recipe's "
+                             "warm-up pairs")
     parser.add_argument("--mmkd-args", default="", metavar="'--key=value ...'",
                         help="recipe overrides, e.g. '--struct_sent_mode=cross_lingual'; the mse arm follows "
                              "those of what both share (--alpha, --max_length, --ds.* batch and warm-up)")
@@ -217,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         global_batch(cfg)  # the recipe, --mmkd-args and the DeepSpeed JSON checked before an arm trains
     except MMKDError as err:
         parser.error(str(err))
+    if args.mse_batch < 0:
+        parser.error(f"--mse-batch must be >= 1 (0: the recipe's), got {args.mse_batch}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     arms = {"mse": arm("mse", run_mse, args), "mmkd": arm("mmkd", run_mmkd, args)}

@@ -61,3 +61,29 @@ def test_a_bad_override_is_refused_before_either_arm_trains(bench, tmp_path, cap
         bench.main(["--run", str(tmp_path / "run"), "--out", str(out), f"--mmkd-args={mmkd_args}"])
     assert stop.value.code == 2 and says in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_mse_arm_at_its_own_batch_warms_up_over_the_recipes_warm_up_pairs(bench):
+    cfg = TrainConfig(ds_config="cpu_fp32_zero2_micro64")  # 64 pairs per step, warm-up 25 steps
+    assert bench.mse_batch_and_warmup(cfg, 0) == (64, 25)
+    assert bench.mse_batch_and_warmup(cfg, 16) == (16, 100)  # 1,600 pairs either way
+    assert bench.mse_batch_and_warmup(cfg, 48) == (48, 33)
+
+
+def test_the_table_names_each_arms_pairs_per_step(bench):
+    scores = {model: {"x2y": 0.5, "y2x": 0.25} for model in bench.MODELS}
+    retrieval = {"languages": {"xh": {"group": "low", "models": scores}}}
+    results = {"arms": {"mse": {"batch": 16, "pairs": 160, "seconds": 60.0},
+                        "mmkd": {"batch": 64, "pairs": 640, "seconds": 60.0}},
+               "retrieval": {"test": retrieval, "out_of_domain": retrieval}, "transfer": {}}
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in bench.table(results).splitlines()[2:]}
+    assert list(rows) == ["teacher", "before", "mse, 16 per step", "mmkd, 64 per step"]
+    assert "| 160 | 60 |" in rows["mse, 16 per step"] and "50.0 / 25.0" in rows["teacher"]
+
+
+def test_a_negative_mse_batch_is_refused_before_either_arm_trains(bench, tmp_path, capsys):
+    out = tmp_path / "bench"
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--run", str(tmp_path / "run"), "--out", str(out), "--mse-batch=-4"])
+    assert stop.value.code == 2 and "--mse-batch" in capsys.readouterr().err
+    assert not out.exists()

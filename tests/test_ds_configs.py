@@ -94,7 +94,7 @@ def test_cpu_configs_compile_nothing(monkeypatch):
     kernel over the flat fp32 partition (23.6M parameters: 24 ms a step against 266 ms for the default
     foreach AdamW on this 2-core CPU: scripts/bench_optimizer.py)."""
     names = sorted(path.name for path in CONFIG_DIR.glob("cpu_*.json"))
-    assert len(names) == 5
+    assert len(names) == 6
     for name in names:
         config = resolved(CONFIG_DIR / name, 1, monkeypatch)
         assert config.optimizer_name == "adamw" and config.optimizer_params["torch_adam"] is True, name

@@ -90,7 +90,7 @@ def test_installed_wheel_trains_with_a_shipped_recipe_from_an_empty_directory(wh
     result = subprocess.run(command, cwd=empty, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     saved = json.loads((empty / "run" / "train_config.json").read_text())
-    assert saved["ds_config"] == "cpu_fp32_zero2_micro32"  # the shipped recipe's, found in the wheel
+    assert saved["ds_config"] == "cpu_fp32_zero2_micro64"  # the shipped recipe's, found in the wheel
     # the --ds. overrides are recorded and reach DeepSpeed (its config resolves the micro-batch)
     assert saved["ds"] == {"train_micro_batch_size_per_gpu": 4, "optimizer.params.lr": 3e-4}
     assert "micro-batch 4 x accumulation 1" in result.stdout

@@ -107,7 +107,7 @@ def test_bench_step_prints_before_after_and_paper_shapes_on_the_tiny_setup(tmp_p
     runs = markdown_rows(lines, "| run | teacher | precision | step ms (median) | samples/s | GFLOP/step |")
     assert [row[0][:3] for row in runs] == ["(a)", "(b)", "(c)", "(d)"]
     assert [row[1] for row in runs] == ["cached", "cached", "live", "cached"]
-    assert [row[2] for row in runs] == ["fp32"] * 4  # the main recipe trains in fp32 (cpu_fp32_zero2_micro32)
+    assert [row[2] for row in runs] == ["fp32"] * 4  # the main recipe trains in fp32 (cpu_fp32_zero2_micro64)
     assert all(float(row[3]) > 0 and float(row[4]) > 0 for row in runs)
     assert float(runs[0][5]) > float(runs[1][5])  # before: the MLM head on every position
     assert any(line.startswith("before / after: step time ") for line in lines)
