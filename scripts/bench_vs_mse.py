@@ -57,6 +57,7 @@ from mmkd.train_config import TrainConfig, load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("teacher", "before", "mse", "mmkd")  # the table's rows, in order
+RUN_PARTS = ("corpus", "student", "teacher_cache_train", "teacher_cache_dev")  # what --run must hold
 
 
 def recipe_ds_config(cfg: TrainConfig) -> dict:
@@ -232,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     if args.mse_batch < 0:
         parser.error(f"--mse-batch must be >= 1 (0: the recipe's), got {args.mse_batch}")
+    missing = [name for name in RUN_PARTS if not (Path(args.run) / name).is_dir()]
+    if missing:
+        parser.error(f"--run {args.run}: no {', '.join(missing)}; `mmkd pipeline --out {args.run}` builds them")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     arms = {"mse": arm("mse", run_mse, args), "mmkd": arm("mmkd", run_mmkd, args)}

@@ -87,3 +87,14 @@ def test_a_negative_mse_batch_is_refused_before_either_arm_trains(bench, tmp_pat
         bench.main(["--run", str(tmp_path / "run"), "--out", str(out), "--mse-batch=-4"])
     assert stop.value.code == 2 and "--mse-batch" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_run_directory_without_the_pipelines_inputs_is_refused_naming_what_is_missing(bench, tmp_path, capsys):
+    run, out = tmp_path / "run", tmp_path / "bench"
+    (run / "corpus").mkdir(parents=True)
+    (run / "student").mkdir()
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--run", str(run), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "no teacher_cache_train, teacher_cache_dev" in err and "mmkd pipeline" in err
+    assert not out.exists()
