@@ -105,6 +105,18 @@ def auto_paths(value: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     return [path] if value == AUTO else []
 
 
+BATCH_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
+
+
+def check_batch_size_types(config: dict[str, Any], source: str | Path) -> None:
+    """Raise MMKDError naming `source` and the key when a batch size is given but not an integer ("auto"
+    aside): DeepSpeed would fail comparing it ("'>' not supported between 'str' and 'int'")."""
+    for key in BATCH_KEYS:
+        value = config.get(key)
+        if value is not None and value != AUTO and (isinstance(value, bool) or not isinstance(value, int)):
+            raise MMKDError(f"{source}: {key} must be an integer number of samples, got {value!r}")
+
+
 def check_known_keys(config: dict[str, Any], source: str | Path) -> None:
     """Refuse keys DeepSpeed's config model does not read and sections it refuses (module docstring).
 
@@ -117,6 +129,7 @@ def check_known_keys(config: dict[str, Any], source: str | Path) -> None:
     from deepspeed.runtime.config import DeepSpeedConfig
     from pydantic import ValidationError
 
+    check_batch_size_types(config, source)
     recorder = ReadRecorder({key: ReadRecorder(value) if isinstance(value, dict) else value
                              for key, value in config.items()})
     try:
@@ -253,13 +266,13 @@ def check_batch_sizes(config: dict[str, Any], source: str | Path, world_size: in
     """
     from deepspeed.runtime.config import DeepSpeedConfig
 
+    check_batch_size_types(config, source)
     try:
         resolved = DeepSpeedConfig(config)
     except AssertionError as err:
         if not is_batch_size_refusal(err):
             raise MMKDError(f"{source}: DeepSpeed refuses this config: {one_line(err)}") from err
-        given = {key: config[key] for key in ("train_batch_size", "train_micro_batch_size_per_gpu",
-                                              "gradient_accumulation_steps") if key in config}
+        given = {key: config[key] for key in BATCH_KEYS if key in config}
         values = ", ".join(f"{key}={value}" for key, value in given.items())
         raise MMKDError(f"{source}: batch sizes do not fit {world_size} rank(s): {values}; train_batch_size must "
                         f"equal train_micro_batch_size_per_gpu x gradient_accumulation_steps x ranks "

@@ -203,6 +203,17 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def attach_mmkd_args(argv: list[str]) -> list[str]:
+    """argv with `--mmkd-args VALUE` written as `--mmkd-args=VALUE`: argparse takes a lone value that starts with
+    "--" (`--mmkd-args '--alpha=0.5'`) for an option and stops with "expected one argument"."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--mmkd-args":
+            out[i:i + 2] = [f"--mmkd-args={out[i + 1]}"]
+            break
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="runs/main", help="run directory with corpus, student, teacher caches")
@@ -225,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-transfer", action="store_true", help="no catalog transfer check")
     parser.add_argument("--transfer-seeds", type=int, default=3,
                         help="fine-tuning seeds of the catalog transfer check per model, --seed on (default 3)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_mmkd_args(sys.argv[1:] if argv is None else argv))
     try:
         cfg = recipe_config(args)
         global_batch(cfg)  # the recipe, --mmkd-args and the DeepSpeed JSON checked before an arm trains

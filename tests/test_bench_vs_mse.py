@@ -51,6 +51,12 @@ def test_both_arms_take_the_batch_and_warm_up_of_the_recipe_with_its_ds_changes_
     assert bench.global_batch(TrainConfig(ds_config="cpu_fp32_zero2_micro16")) == 16
 
 
+def test_a_single_override_after_mmkd_args_is_its_value_not_an_option(bench):
+    assert bench.attach_mmkd_args(["--run", "r", "--mmkd-args", "--alpha=0.5", "--minutes", "1"]) == [
+        "--run", "r", "--mmkd-args=--alpha=0.5", "--minutes", "1"]
+    assert bench.attach_mmkd_args(["--mmkd-args=--alpha=0.5"]) == ["--mmkd-args=--alpha=0.5"]
+
+
 @pytest.mark.parametrize("mmkd_args, says", [
     ("--alpah=0.5", "alpah"),
     ("--ds.train_micro_batch_size_per_gpu=0", "train_micro_batch_size_per_gpu"),

@@ -109,6 +109,16 @@ def test_batch_sizes_that_do_not_fit_the_world_name_file_and_values(world_size, 
     assert check_batch_sizes({**config, "train_batch_size": 8 * world_size}, "mine.json", world_size) == (4, 2)
 
 
+@pytest.mark.parametrize("value", ["abc", "64", 6.4, True])
+def test_a_batch_size_that_is_not_an_integer_is_refused_naming_the_key(value):
+    """`--ds.train_micro_batch_size_per_gpu=abc` reached DeepSpeed as a string and failed on a comparison."""
+    config = {**BASE, "train_micro_batch_size_per_gpu": value}
+    for check in (lambda: check_batch_sizes(config, "mine.json", 1), lambda: check_known_keys(config, "mine.json")):
+        with pytest.raises(MMKDError, match=rf"mine\.json: train_micro_batch_size_per_gpu must be an integer number "
+                                            rf"of samples, got {value!r}"):
+            check()
+
+
 @pytest.mark.parametrize(("change", "key"), [
     (lambda c: c["optimizer"]["params"].update(lr=0.0), r"optimizer\.params\.lr=0\.0"),
     (lambda c: c["optimizer"]["params"].update(lr=-1e-4), r"optimizer\.params\.lr=-0\.0001"),
