@@ -274,6 +274,8 @@ def check_batch_sizes(config: dict[str, Any], source: str | Path, world_size: in
             raise MMKDError(f"{source}: DeepSpeed refuses this config: {one_line(err)}") from err
         given = {key: config[key] for key in BATCH_KEYS if key in config}
         values = ", ".join(f"{key}={value}" for key, value in given.items())
+        if any(isinstance(value, int) and value < 1 for value in given.values()):
+            raise MMKDError(f"{source}: batch sizes must be >= 1: {values} ({one_line(err)})") from err
         raise MMKDError(f"{source}: batch sizes do not fit {world_size} rank(s): {values}; train_batch_size must "
                         f"equal train_micro_batch_size_per_gpu x gradient_accumulation_steps x ranks "
                         f"({one_line(err)}); drop train_batch_size to let DeepSpeed compute it") from err

@@ -27,7 +27,7 @@ the other languages). Writes OUT/results.json and OUT/table.md and prints the ta
 (OUT/<arm>/summary.json) is reused, so a rerun only evaluates; delete it to train again. So are the
 retrieval results (OUT/retrieval.json) and each model's transfer check (OUT/transfer/<model>.seed<k>.json).
 The transfer check fine-tunes with --transfer-seeds seeds (from --seed; its mean accuracy moves by up to
-4 points from one fine-tuning seed to another), and the table gives their mean and range.
+6 points from one fine-tuning seed to another), and the table gives their mean and range.
 """
 
 from __future__ import annotations

@@ -109,6 +109,16 @@ def test_batch_sizes_that_do_not_fit_the_world_name_file_and_values(world_size, 
     assert check_batch_sizes({**config, "train_batch_size": 8 * world_size}, "mine.json", world_size) == (4, 2)
 
 
+@pytest.mark.parametrize("key", ["train_micro_batch_size_per_gpu", "gradient_accumulation_steps"])
+def test_a_batch_size_below_1_is_refused_as_such_not_as_a_mismatch(key, monkeypatch):
+    monkeypatch.setattr(deepspeed.comm, "get_rank", lambda *args, **kwargs: 0)
+    monkeypatch.setattr(deepspeed.comm, "get_world_size", lambda *args, **kwargs: 1)
+    config = {key: value for key, value in BASE.items() if key != "train_batch_size"}
+    with pytest.raises(MMKDError, match=rf"mine\.json: batch sizes must be >= 1: .*{key}=0") as refusal:
+        check_batch_sizes({**config, key: 0}, "mine.json", 1)
+    assert "drop train_batch_size" not in str(refusal.value)
+
+
 @pytest.mark.parametrize("value", ["abc", "64", 6.4, True])
 def test_a_batch_size_that_is_not_an_integer_is_refused_naming_the_key(value):
     """`--ds.train_micro_batch_size_per_gpu=abc` reached DeepSpeed as a string and failed on a comparison."""
